@@ -1,0 +1,122 @@
+"""The error tree of quantum-ledger.
+
+Every error the library raises on purpose is a `LedgerError`. Where a caller
+written for the upstream butler expects a builtin exception type (``put`` of an
+unpredicted output raises ``RuntimeError``; a component ref in
+``pruneDatasets`` raises ``ValueError``), the subclass also inherits that
+builtin so both ``except`` clauses work. This module imports nothing.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConversionError",
+    "DatasetExistsError",
+    "DatasetNotFoundError",
+    "DatasetTypeMismatchError",
+    "IngestConflictError",
+    "LedgerBusyError",
+    "LedgerCorruptError",
+    "LedgerError",
+    "LedgerNotFoundError",
+    "LedgerReadOnlyError",
+    "MalformedDetailError",
+    "NotALedgerError",
+    "PathEscapeError",
+    "SchemaTooNewError",
+    "SchemaTooOldError",
+    "StorageClassError",
+    "TamperedError",
+    "UnknownQuantumError",
+    "UnpredictedOutputError",
+]
+
+
+class LedgerError(Exception):
+    """Root of every error raised on purpose by quantum-ledger."""
+
+
+# --- opening and reading a ledger -------------------------------------------
+
+
+class LedgerNotFoundError(LedgerError, FileNotFoundError):
+    """The ledger file does not exist (and the caller did not ask to create it)."""
+
+
+class NotALedgerError(LedgerError):
+    """The file is not SQLite, or is SQLite without the ledger tables."""
+
+
+class LedgerCorruptError(LedgerError):
+    """The ledger is truncated, damaged, or holds rows the library cannot read."""
+
+
+class MalformedDetailError(LedgerCorruptError):
+    """An event's ``detail`` column is not valid JSON."""
+
+
+class SchemaTooOldError(LedgerError):
+    """The ledger's schema is older than the library's; ``qledger upgrade`` fixes it."""
+
+
+class SchemaTooNewError(LedgerError):
+    """The ledger was written by a newer library; this one refuses to touch it."""
+
+
+class TamperedError(LedgerCorruptError):
+    """A hash chain does not verify: a row was edited, removed or reordered."""
+
+
+class LedgerReadOnlyError(LedgerError):
+    """A write was attempted on a ledger opened for reading."""
+
+
+class LedgerBusyError(LedgerError):
+    """Another writer holds the ledger (e.g. a second writer in ``batch`` mode)."""
+
+
+class UnknownQuantumError(LedgerError, LookupError):
+    """The ledger holds no quantum with that id, or several when one was implied."""
+
+
+class IngestConflictError(LedgerError):
+    """Two sources disagree on the same ``(quantum_id, quantum_seq)``."""
+
+
+# --- the butler and its datastore -------------------------------------------
+
+
+class UnpredictedOutputError(LedgerError, RuntimeError):
+    """``put`` of a dataset that the quantum did not predict as an output."""
+
+
+class DatasetExistsError(LedgerError, RuntimeError):
+    """An artifact for this dataset already exists; it is never overwritten."""
+
+
+class DatasetNotFoundError(LedgerError, LookupError):
+    """The datastore has no record of the dataset."""
+
+
+class DatasetTypeMismatchError(LedgerError, ValueError):
+    """A ref's dataset type differs from the one the quantum predicted for its id."""
+
+
+class PathEscapeError(LedgerError):
+    """A datastore record's path is absolute or leaves the datastore root.
+
+    Deliberately not a ValueError: pydantic would wrap it in a ValidationError
+    and callers would lose the named class.
+    """
+
+
+class StorageClassError(LedgerError, KeyError):
+    """An unknown storage class, or an object of the wrong type for one."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument; a message should read as a sentence.
+        return str(self.args[0]) if self.args else ""
+
+
+class ConversionError(LedgerError, TypeError):
+    """No converter is registered between two storage classes, or it failed."""
