@@ -1,0 +1,78 @@
+"""quantum-ledger: every butler call of a quantum is an immutable event; provenance is replay.
+
+The public face is re-exported here; everything else is reachable from its
+module, and names with a leading underscore are implementation details.
+"""
+
+from ._version import __version__
+from .butler import DeferredDatasetHandle, QuantumBackedButler
+from .datastore import FileDatastore
+from .errors import (
+    ConversionError,
+    DatasetExistsError,
+    DatasetNotFoundError,
+    DatasetTypeMismatchError,
+    IngestConflictError,
+    LedgerBusyError,
+    LedgerCorruptError,
+    LedgerError,
+    LedgerNotFoundError,
+    LedgerReadOnlyError,
+    MalformedDetailError,
+    NotALedgerError,
+    PathEscapeError,
+    SchemaTooNewError,
+    SchemaTooOldError,
+    StorageClassError,
+    TamperedError,
+    UnknownQuantumError,
+    UnpredictedOutputError,
+)
+from .events import Event, EventKind, Outcome
+from .model import DataId, DatasetRef, DatasetType
+from .provenance import QuantumProvenanceData
+from .quantum import Quantum
+from .records import DatastoreRecordData, SerializedDatastoreRecordData, StoredFileInfo
+from .storage import StorageClass
+from .store.ledger import Head, Ledger, VerifyReport
+
+__all__ = [
+    "ConversionError",
+    "DataId",
+    "DatasetExistsError",
+    "DatasetNotFoundError",
+    "DatasetRef",
+    "DatasetType",
+    "DatasetTypeMismatchError",
+    "DatastoreRecordData",
+    "DeferredDatasetHandle",
+    "Event",
+    "EventKind",
+    "FileDatastore",
+    "Head",
+    "IngestConflictError",
+    "Ledger",
+    "LedgerBusyError",
+    "LedgerCorruptError",
+    "LedgerError",
+    "LedgerNotFoundError",
+    "LedgerReadOnlyError",
+    "MalformedDetailError",
+    "NotALedgerError",
+    "Outcome",
+    "PathEscapeError",
+    "Quantum",
+    "QuantumBackedButler",
+    "QuantumProvenanceData",
+    "SchemaTooNewError",
+    "SchemaTooOldError",
+    "SerializedDatastoreRecordData",
+    "StorageClass",
+    "StorageClassError",
+    "StoredFileInfo",
+    "TamperedError",
+    "UnknownQuantumError",
+    "UnpredictedOutputError",
+    "VerifyReport",
+    "__version__",
+]

@@ -124,9 +124,7 @@ class DatastoreRecordData(BaseModel):
         return {
             "dataset_ids": [str(k) for k in self.records],
             "records": {
-                RECORDS_TABLE: {
-                    str(k): [r.to_simple() for r in v] for k, v in self.records.items()
-                }
+                RECORDS_TABLE: {str(k): [r.to_simple() for r in v] for k, v in self.records.items()}
             },
         }
 
@@ -150,12 +148,10 @@ class DatastoreRecordData(BaseModel):
         for table_records in (data.get("records") or {}).values():
             for dataset_id, rows in table_records.items():
                 for row in rows:
-                    records.append(
-                        StoredFileInfo.model_validate({"dataset_id": dataset_id, **row})
-                    )
+                    records.append(StoredFileInfo.model_validate({"dataset_id": dataset_id, **row}))
         result = cls.from_records(records)
         # Ids listed without records are kept: upstream lists them too.
         missing = {uuid.UUID(str(i)) for i in data.get("dataset_ids", [])} - set(result.records)
         if missing:
-            result = cls(records={**result.records, **{i: () for i in missing}})
+            result = cls(records={**result.records, **dict.fromkeys(missing, ())})
         return result

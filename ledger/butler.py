@@ -1,0 +1,567 @@
+"""`QuantumBackedButler`: a datastore for one quantum that records every call.
+
+Each call is appended to the ledger as events before it returns; the provenance
+sets are never kept here, they are replayed from the ledger (SPEC §3).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import platform
+import socket
+import traceback
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import structlog
+import yaml
+
+from ._version import __version__
+from .datastore import FileDatastore
+from .errors import (
+    DatasetExistsError,
+    DatasetTypeMismatchError,
+    LedgerError,
+    UnpredictedOutputError,
+)
+from .events import EventKind, Outcome, canonical_json, utc_now
+from .model import DatasetRef, DatasetType
+from .provenance import ProvenanceFold, QuantumProvenanceData
+from .quantum import Quantum
+from .records import DatastoreRecordData
+from .store.log import Durability, Entry, EventLog, PendingCall
+from .store.schema import datasets, quanta
+from .store.verify import definition_rows_digest
+
+__all__ = ["DeferredDatasetHandle", "QuantumBackedButler", "datastore_from_config"]
+
+_log = structlog.get_logger(__name__)
+
+#: Errors that mean "the dataset is not there" (SPEC §3): the ref becomes unavailable.
+_MISSING_ERRORS = (LookupError, FileNotFoundError, OSError)
+_UNPREDICTED = "Cannot put dataset that was not predicted as an output."
+
+Config = str | os.PathLike[str] | Mapping[str, Any]
+
+
+def datastore_from_config(config: Config) -> FileDatastore:
+    """Build the datastore from a root directory, a mapping, or a YAML file.
+
+    A mapping (or YAML file) has ``root`` and optionally ``name`` (default
+    ``"files"``) and ``fsync`` (default true).
+    """
+    if not isinstance(config, Mapping):
+        path = Path(config)
+        if path.suffix in {".yaml", ".yml"} and path.is_file():
+            loaded = yaml.safe_load(path.read_text())
+            if not isinstance(loaded, Mapping) or "root" not in loaded:
+                raise LedgerError(f"datastore config {path} must be a mapping with a 'root' key")
+            root = Path(str(loaded["root"]))
+            if not root.is_absolute():
+                root = path.parent / root  # relative to the config file, as users expect
+            return FileDatastore(
+                root, name=str(loaded.get("name", "files")), fsync=bool(loaded.get("fsync", True))
+            )
+        return FileDatastore(path)
+    if "root" not in config:
+        raise LedgerError("datastore config mapping needs a 'root' key")
+    return FileDatastore(
+        Path(str(config["root"])),
+        name=str(config.get("name", "files")),
+        fsync=bool(config.get("fsync", True)),
+    )
+
+
+def _environment() -> dict[str, Any]:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        user = str(os.getuid())
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "user": user,
+        "python_version": platform.python_version(),
+        "library_version": __version__,
+    }
+
+
+def _detail(**values: Any) -> str | None:
+    kept = {k: v for k, v in values.items() if v is not None}
+    if not kept:
+        return None
+    return json.dumps(kept, sort_keys=True, separators=(",", ":"), default=repr)
+
+
+class DeferredDatasetHandle:
+    """A handle from `QuantumBackedButler.getDeferred`; ``get()`` is a recorded get."""
+
+    def __init__(
+        self,
+        butler: QuantumBackedButler,
+        ref: DatasetRef,
+        parameters: Mapping[str, Any] | None,
+        storageClass: str | None,
+    ) -> None:
+        self.butler = butler
+        self.ref = ref
+        self.parameters = parameters
+        self.storageClass = storageClass
+
+    def get(
+        self,
+        *,
+        component: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        storageClass: str | None = None,
+    ) -> Any:
+        """Load the dataset through ``butler.get`` (recorded as a ``get``)."""
+        ref = self.ref.makeComponentRef(component) if component else self.ref
+        merged = {**(self.parameters or {}), **(parameters or {})} or None
+        return self.butler.get(
+            ref, parameters=merged, storageClass=storageClass or self.storageClass
+        )
+
+    @property
+    def dataId(self) -> Any:
+        """The data ID of the dataset."""
+        return self.ref.data_id
+
+
+class QuantumBackedButler:
+    """Runs one quantum: reads inputs through their records, writes outputs, records all.
+
+    Build it with `initialize` or `from_predicted`; use it as a context manager
+    so that its exit records how the quantum ended.
+    """
+
+    def __init__(
+        self,
+        *,
+        quantum: Quantum,
+        datastore: FileDatastore,
+        log: EventLog,
+        quantum_id: uuid.UUID,
+        attempt: int,
+        dataset_types: Mapping[str, DatasetType] | None = None,
+        owns_log: bool = True,
+    ) -> None:
+        self.quantum = quantum
+        self.datastore = datastore
+        self.quantum_id = quantum_id
+        self.attempt = attempt
+        self._log = log
+        self._owns_log = owns_log
+        self._qid = str(quantum_id)
+        self._predicted_inputs = {ref.id: ref for ref in quantum.iter_predicted_inputs()}
+        self._predicted_outputs = {ref.id: ref for ref in quantum.iter_predicted_outputs()}
+        self._dataset_types = dict(dataset_types or {})
+        self._finished = False
+        self._logger = _log.bind(quantum_id=self._qid, task=quantum.task_label, attempt=attempt)
+
+    # --- construction -------------------------------------------------------
+
+    @classmethod
+    def initialize(
+        cls,
+        config: Config,
+        quantum: Quantum,
+        *,
+        ledger: str | os.PathLike[str] = ":memory:",
+        durability: Durability = "normal",
+        dataset_types: Mapping[str, DatasetType] | None = None,
+        batch_size: int = 1000,
+    ) -> QuantumBackedButler:
+        """Start recording ``quantum`` in ``ledger`` (created if missing)."""
+        datastore = datastore_from_config(config)
+        log = EventLog(ledger, durability=durability, batch_size=batch_size)
+        try:
+            return cls._start(quantum, datastore, log, dataset_types=dataset_types)
+        except BaseException:
+            log.close()
+            raise
+
+    @classmethod
+    def from_predicted(
+        cls,
+        config: Config,
+        predicted_inputs: Iterable[DatasetRef],
+        predicted_outputs: Iterable[DatasetRef],
+        *,
+        datastore_records: Mapping[str, Any],
+        ledger: str | os.PathLike[str] = ":memory:",
+        durability: Durability = "normal",
+        dataset_types: Mapping[str, DatasetType] | None = None,
+        task_label: str = "unknown",
+        data_id: Mapping[str, int | str] | None = None,
+        batch_size: int = 1000,
+    ) -> QuantumBackedButler:
+        """Like `initialize`, from flat lists of refs instead of a `Quantum`."""
+        inputs: dict[str, list[DatasetRef]] = {}
+        for ref in predicted_inputs:
+            inputs.setdefault(ref.dataset_type.name, []).append(ref)
+        outputs: dict[str, list[DatasetRef]] = {}
+        for ref in predicted_outputs:
+            outputs.setdefault(ref.dataset_type.name, []).append(ref)
+        quantum = Quantum.model_validate(
+            {
+                "task_label": task_label,
+                "data_id": dict(data_id or {}),
+                "inputs": inputs,
+                "outputs": outputs,
+                "datastore_records": dict(datastore_records),
+            }
+        )
+        return cls.initialize(
+            config,
+            quantum,
+            ledger=ledger,
+            durability=durability,
+            dataset_types=dataset_types,
+            batch_size=batch_size,
+        )
+
+    @classmethod
+    def _start(
+        cls,
+        quantum: Quantum,
+        datastore: FileDatastore,
+        log: EventLog,
+        *,
+        dataset_types: Mapping[str, DatasetType] | None,
+        quantum_id: uuid.UUID | None = None,
+    ) -> QuantumBackedButler:
+        qid = quantum_id or quantum.id or uuid.uuid4()
+        attempts = list(
+            log.query("SELECT MAX(attempt) FROM events WHERE quantum_id = ?", [str(qid)])
+        )
+        previous = attempts[0][0] if attempts and attempts[0][0] is not None else 0
+        datastore.import_records(quantum.datastore_records)
+        butler = cls(
+            quantum=quantum,
+            datastore=datastore,
+            log=log,
+            quantum_id=qid,
+            attempt=previous + 1,
+            dataset_types=dataset_types,
+        )
+        env = _environment()
+        rows = [] if previous else _quantum_rows(qid, quantum, datastore.name, env)
+        detail = dict(env)
+        if rows:
+            detail["definition"] = definition_rows_digest(rows[0][1][0], rows[1][1])
+        started = PendingCall(
+            butler._qid,
+            butler.attempt,
+            EventKind.QUANTUM_STARTED,
+            [(None, Outcome.OK, None, None, canonical_json(detail))],
+        )
+        log.append_with_rows(started, rows)
+        butler._logger.debug("quantum_started")
+        return butler
+
+    # --- recording ------------------------------------------------------------
+
+    def _record(self, kind: str, entries: list[Entry]) -> None:
+        self._log.append(PendingCall(self._qid, self.attempt, kind, entries))
+
+    def _record_one(
+        self,
+        kind: str,
+        ref: DatasetRef | None,
+        outcome: str,
+        error: BaseException | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self._record(
+            kind,
+            [
+                (
+                    str(ref.id) if ref is not None else None,
+                    outcome,
+                    type(error).__name__ if error is not None else None,
+                    str(error) if error is not None else None,
+                    detail,
+                )
+            ],
+        )
+
+    def _check_type(self, kind: str, ref: DatasetRef) -> None:
+        """Refuse a ref whose dataset type differs from the one predicted for its id."""
+        predicted = self._predicted_inputs.get(ref.id) or self._predicted_outputs.get(ref.id)
+        expected = predicted.dataset_type if predicted is not None else None
+        if expected is None and ref.dataset_type.parent_name() in self._dataset_types:
+            expected = self._dataset_types[ref.dataset_type.parent_name()]
+        if expected is not None and expected.name != ref.dataset_type.parent_name():
+            error = DatasetTypeMismatchError(
+                f"ref {ref.id} has dataset type {ref.dataset_type.name!r} but quantum "
+                f"{self._qid} predicted {expected.name!r} for it"
+            )
+            self._record_one(kind, ref, Outcome.REJECTED, error)
+            raise error
+
+    # --- the LimitedButler API --------------------------------------------------
+
+    def isWriteable(self) -> bool:
+        """Always True: this butler writes the quantum's outputs."""
+        return True
+
+    def get(
+        self,
+        ref: DatasetRef,
+        /,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        storageClass: str | None = None,
+    ) -> Any:
+        """Read a dataset; recorded after the read with its outcome."""
+        self._check_type(EventKind.GET, ref)
+        detail = _detail(parameters=parameters, storage_class=storageClass)
+        try:
+            obj = self.datastore.get(ref, parameters=parameters, storageClass=storageClass)
+        except _MISSING_ERRORS as e:
+            self._record_one(EventKind.GET, ref, Outcome.MISSING, e, detail)
+            raise
+        except Exception as e:
+            self._record_one(EventKind.GET, ref, Outcome.ERROR, e, detail)
+            raise
+        self._record_one(EventKind.GET, ref, Outcome.OK, None, detail)
+        return obj
+
+    def getDeferred(
+        self,
+        ref: DatasetRef,
+        /,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        storageClass: str | None = None,
+    ) -> DeferredDatasetHandle:
+        """A handle that loads later; a predicted input counts as used now."""
+        self._check_type(EventKind.GET_DEFERRED, ref)
+        detail = _detail(parameters=parameters, storage_class=storageClass)
+        self._record_one(EventKind.GET_DEFERRED, ref, Outcome.OK, None, detail)
+        return DeferredDatasetHandle(self, ref, parameters, storageClass)
+
+    def stored(self, ref: DatasetRef) -> bool:
+        """Whether the dataset's artifact exists; recorded."""
+        return self.stored_many([ref])[ref]
+
+    def stored_many(self, refs: Iterable[DatasetRef]) -> dict[DatasetRef, bool]:
+        """`stored` for many refs: one call, one transaction, one row per ref."""
+        refs = list(refs)
+        for ref in refs:
+            self._check_type(EventKind.STORED, ref)
+        found = self.datastore.mexists(refs)
+        self._record(
+            EventKind.STORED,
+            [
+                (str(ref.id), Outcome.OK if found[ref] else Outcome.MISSING, None, None, None)
+                for ref in refs
+            ],
+        )
+        return found
+
+    def markInputUnused(self, ref: DatasetRef) -> None:
+        """Declare that a predicted input was not really used after all."""
+        self._record_one(EventKind.MARK_INPUT_UNUSED, ref, Outcome.OK)
+
+    def put(self, obj: Any, ref: DatasetRef, /, *, provenance: Any = None) -> DatasetRef:
+        """Write a predicted output; recorded after the artifact is in place."""
+        if ref.id not in self._predicted_outputs:
+            error = UnpredictedOutputError(_UNPREDICTED)
+            self._record_one(EventKind.PUT, ref, Outcome.REJECTED, error)
+            raise error
+        self._check_type(EventKind.PUT, ref)
+        try:
+            record = self.datastore.put(obj, ref)
+        except DatasetExistsError as e:
+            self._record_one(EventKind.PUT, ref, Outcome.REJECTED, e)
+            raise
+        except Exception as e:
+            self._record_one(EventKind.PUT, ref, Outcome.ERROR, e)
+            raise
+        simple = record.to_simple()
+        del simple["dataset_id"]
+        self._record_one(
+            EventKind.PUT,
+            ref,
+            Outcome.OK,
+            None,
+            _detail(datastore=self.datastore.name, records=[simple]),
+        )
+        return ref
+
+    def pruneDatasets(
+        self,
+        refs: Iterable[DatasetRef],
+        *,
+        disassociate: bool = True,
+        unstore: bool = False,
+        tags: Iterable[Any] = (),
+        purge: bool = False,
+    ) -> None:
+        """Unstore and/or purge outputs, with upstream's flag rules; recorded."""
+        refs = list(refs)
+        detail = _detail(disassociate=disassociate, unstore=unstore, purge=purge)
+        error: Exception | None = None
+        if purge and not disassociate:
+            error = TypeError("Cannot pass purge=True without disassociate=True.")
+        elif purge and not unstore:
+            error = TypeError("Cannot pass purge=True without unstore=True.")
+        elif disassociate and not purge:
+            error = TypeError("Cannot pass disassociate=True without purge=True.")
+        else:
+            for ref in refs:
+                if ref.isComponent():
+                    error = ValueError(
+                        "Can not prune a component of a dataset (ref=" + str(ref) + ")"
+                    )
+                    break
+        if error is not None:
+            if refs:
+                self._record(
+                    EventKind.PRUNE,
+                    [
+                        (str(r.id), Outcome.REJECTED, type(error).__name__, str(error), detail)
+                        for r in refs
+                    ],
+                )
+            raise error
+        if unstore:
+            self.datastore.trash(refs)
+        # Recorded before the files go: a crash now leaves an orphan file that
+        # recovery can remove, never a recorded artifact that silently vanished.
+        self._record(EventKind.PRUNE, [(str(r.id), Outcome.OK, None, None, detail) for r in refs])
+        if unstore:
+            self.datastore.emptyTrash()
+
+    # --- provenance -------------------------------------------------------------
+
+    def replay(self) -> ProvenanceFold:
+        """Replay this quantum's events (all attempts) from the ledger."""
+        fold = ProvenanceFold(
+            (str(i) for i in self._predicted_inputs), (str(i) for i in self._predicted_outputs)
+        )
+        fold.apply_all(
+            self._log.query(
+                "SELECT kind, dataset_id, outcome, detail FROM events "
+                "WHERE quantum_id = ? ORDER BY quantum_seq",
+                [self._qid],
+            )
+        )
+        return fold
+
+    def extract_provenance_data(self) -> QuantumProvenanceData:
+        """The provenance of this quantum, replayed from its ledger (SPEC §3)."""
+        fold = self.replay()
+        for warning in fold.warnings():
+            self._logger.warning(
+                warning.code,
+                message=warning.message,
+                dataset_ids=[str(i) for i in warning.dataset_ids],
+            )
+        return fold.result(self.datastore.name)
+
+    # --- lifecycle --------------------------------------------------------------
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Record how the quantum ended (once) and close the ledger."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            if error is None:
+                self._record_one(EventKind.QUANTUM_SUCCEEDED, None, Outcome.OK)
+                self._logger.debug("quantum_succeeded")
+            else:
+                tb = "".join(traceback.format_exception(error))
+                self._record_one(
+                    EventKind.QUANTUM_FAILED,
+                    None,
+                    Outcome.ERROR,
+                    error,
+                    _detail(traceback=tb),
+                )
+                self._logger.info("quantum_failed", error_type=type(error).__name__)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Flush and release the ledger without recording an end (it reads as interrupted)."""
+        if self._owns_log:
+            self._log.close()
+
+    def __enter__(self) -> QuantumBackedButler:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.finish(exc)
+
+
+def _quantum_rows(
+    qid: uuid.UUID, quantum: Quantum, datastore_name: str, env: Mapping[str, Any]
+) -> list[tuple[Any, list[dict[str, Any]]]]:
+    """The ``quanta`` row and the ``datasets`` rows that describe a new quantum."""
+    runs = {ref.run for ref in quantum.iter_predicted_outputs()}
+    quantum_row = {
+        "quantum_id": str(qid),
+        "task_label": quantum.task_label,
+        "data_id": quantum.data_id.to_json(),
+        "run": runs.pop() if len(runs) == 1 else None,
+        "created_at": utc_now(),
+        "datastore_name": datastore_name,
+        **env,
+    }
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add(role: str, connection: str, position: int, ref: DatasetRef) -> None:
+        key = (str(ref.id), role)
+        if key in rows:
+            return  # the same dataset listed twice in one role is recorded once
+        records: dict[str, list[dict[str, Any]]] = {}
+        for name, data in quantum.datastore_records.items():
+            found = _records_of(data, ref.id)
+            if found:
+                records[name] = found
+        rows[key] = {
+            "quantum_id": str(qid),
+            "dataset_id": str(ref.id),
+            "role": role,
+            "connection": connection,
+            "position": position,
+            "dataset_type": ref.dataset_type.name,
+            "dimensions": json.dumps(list(ref.dataset_type.dimensions)),
+            "storage_class": ref.dataset_type.storage_class,
+            "data_id": ref.data_id.to_json(),
+            "run": ref.run,
+            "datastore_records": canonical_json(records) if records else None,
+        }
+
+    for connection, refs in quantum.inputs.items():
+        for position, ref in enumerate(refs):
+            add("input", connection, position, ref)
+    for connection, ref in quantum.init_inputs.items():
+        add("init_input", connection, 0, ref)
+    for connection, refs in quantum.outputs.items():
+        for position, ref in enumerate(refs):
+            add("output", connection, position, ref)
+    return [(quanta, [quantum_row]), (datasets, list(rows.values()))]
+
+
+def _records_of(data: DatastoreRecordData, dataset_id: uuid.UUID) -> list[dict[str, Any]]:
+    out = []
+    for record in data.records.get(dataset_id, ()):
+        simple = record.to_simple()
+        del simple["dataset_id"]
+        out.append(simple)
+    return out

@@ -1,0 +1,233 @@
+"""`QuantumProvenanceData` and the pure replay fold that derives it from events.
+
+The fold is the single Python implementation of the SPEC §3 semantics: the
+butler, `Ledger.replay`, recovery and the tests' model checks all run it. The
+SQL view ``provenance`` is the only second implementation, and a test holds the
+two equal. The fold does no I/O: warnings come back as data for the caller to log.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from .records import (
+    DatastoreRecordData,
+    SerializedDatastoreRecordData,
+    StoredFileInfo,
+)
+
+if TYPE_CHECKING:
+    from .quantum import Quantum
+
+__all__ = ["ProvenanceFold", "QuantumProvenanceData", "ReplayWarning"]
+
+# Event kinds and outcomes as stored; compared as plain strings on the hot loop.
+_GET, _GET_DEFERRED, _STORED, _PUT = "get", "get_deferred", "stored", "put"
+_UNUSED, _PRUNE = "mark_input_unused", "prune"
+_OK, _MISSING = "ok", "missing"
+
+
+class QuantumProvenanceData(BaseModel):
+    """What a quantum predicted, checked, read and wrote: the result of replay."""
+
+    predicted_inputs: set[uuid.UUID]
+    available_inputs: set[uuid.UUID]
+    actual_inputs: set[uuid.UUID]
+    predicted_outputs: set[uuid.UUID]
+    actual_outputs: set[uuid.UUID]
+    datastore_records: dict[str, SerializedDatastoreRecordData]
+
+    @classmethod
+    def direct(
+        cls,
+        *,
+        predicted_inputs: Iterable[str | uuid.UUID],
+        available_inputs: Iterable[str | uuid.UUID],
+        actual_inputs: Iterable[str | uuid.UUID],
+        predicted_outputs: Iterable[str | uuid.UUID],
+        actual_outputs: Iterable[str | uuid.UUID],
+        datastore_records: Mapping[str, Mapping[str, Any]],
+    ) -> QuantumProvenanceData:
+        """Build from trusted JSON-decoded data without validation (ids may be text)."""
+
+        def ids(values: Iterable[str | uuid.UUID]) -> set[uuid.UUID]:
+            return {v if isinstance(v, uuid.UUID) else uuid.UUID(v) for v in values}
+
+        return cls.model_construct(
+            predicted_inputs=ids(predicted_inputs),
+            available_inputs=ids(available_inputs),
+            actual_inputs=ids(actual_inputs),
+            predicted_outputs=ids(predicted_outputs),
+            actual_outputs=ids(actual_outputs),
+            datastore_records={
+                name: SerializedDatastoreRecordData.model_construct(
+                    dataset_ids=[
+                        v if isinstance(v, uuid.UUID) else uuid.UUID(v)
+                        for v in data.get("dataset_ids", [])
+                    ],
+                    records=data.get("records", {}),
+                )
+                for name, data in datastore_records.items()
+            },
+        )
+
+    def record_data(self, datastore_name: str) -> DatastoreRecordData:
+        """The datastore records of one datastore as `DatastoreRecordData`."""
+        data = self.datastore_records.get(datastore_name)
+        if data is None:
+            return DatastoreRecordData()
+        return DatastoreRecordData.from_simple(data.model_dump(mode="json"))
+
+    @staticmethod
+    def collect_and_transfer(
+        target: Any, quanta: Iterable[Quantum], provenance: Iterable[QuantumProvenanceData]
+    ) -> Any:
+        """Import the actual outputs of many quanta into a target ledger database.
+
+        See `ledger.central.collect_and_transfer`; this is upstream's spelling.
+        """
+        # The central layer sits above this one; import at call time only.
+        from .central import collect_and_transfer
+
+        return collect_and_transfer(target, quanta, provenance)
+
+
+class ReplayWarning(BaseModel):
+    """A warning the replay found, for the caller to log."""
+
+    code: str
+    message: str
+    dataset_ids: list[uuid.UUID]
+
+
+class ProvenanceFold:
+    """The state of one quantum after some events: a pure left fold over them.
+
+    Ids are kept as the stored text so that replay builds no UUID objects per
+    event; they become UUIDs once, in `result`.
+    """
+
+    __slots__ = (
+        "actual",
+        "actual_outputs",
+        "available",
+        "predicted_inputs",
+        "predicted_outputs",
+        "records",
+        "unavailable",
+    )
+
+    def __init__(self, predicted_inputs: Iterable[str], predicted_outputs: Iterable[str]) -> None:
+        self.predicted_inputs: frozenset[str] = frozenset(predicted_inputs)
+        self.predicted_outputs: frozenset[str] = frozenset(predicted_outputs)
+        self.available: set[str] = set()
+        self.unavailable: set[str] = set()
+        self.actual: set[str] = set()
+        self.actual_outputs: set[str] = set()
+        #: dataset id -> (datastore name, record dicts) of the artifact written by `put`.
+        self.records: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+
+    @classmethod
+    def for_quantum(cls, quantum: Quantum) -> ProvenanceFold:
+        """A fresh state with the predicted sets of ``quantum``."""
+        return cls(
+            (str(ref.id) for ref in quantum.iter_predicted_inputs()),
+            (str(ref.id) for ref in quantum.iter_predicted_outputs()),
+        )
+
+    def apply(self, kind: str, dataset_id: str | None, outcome: str, detail: str | None) -> None:
+        """Fold one event (its stored column values) into the state."""
+        if dataset_id is None:
+            return  # lifecycle events do not change the sets
+        if kind == _GET:
+            if outcome == _OK:
+                if dataset_id in self.predicted_inputs:
+                    self.actual.add(dataset_id)
+                    self.available.add(dataset_id)
+            elif outcome == _MISSING:
+                self.unavailable.add(dataset_id)
+        elif kind == _STORED:
+            if dataset_id in self.predicted_inputs:
+                if outcome == _OK:
+                    self.available.add(dataset_id)
+                elif outcome == _MISSING:
+                    self.unavailable.add(dataset_id)
+        elif kind == _GET_DEFERRED:
+            if outcome == _OK and dataset_id in self.predicted_inputs:
+                self.actual.add(dataset_id)
+        elif kind == _UNUSED:
+            if outcome == _OK:
+                self.actual.discard(dataset_id)
+        elif kind == _PUT:
+            if outcome == _OK:
+                self.actual_outputs.add(dataset_id)
+                info = json.loads(detail) if detail else {}
+                self.records[dataset_id] = (info.get("datastore", ""), info.get("records", []))
+        elif kind == _PRUNE and outcome == _OK:
+            flags = json.loads(detail) if detail else {}
+            if flags.get("unstore"):
+                self.records.pop(dataset_id, None)
+            if flags.get("purge"):
+                self.actual_outputs.discard(dataset_id)
+
+    def apply_all(self, rows: Iterable[tuple[str, str | None, str, str | None]]) -> None:
+        """Fold ``(kind, dataset_id, outcome, detail)`` rows in order."""
+        apply = self.apply
+        for kind, dataset_id, outcome, detail in rows:
+            apply(kind, dataset_id, outcome, detail)
+
+    def warnings(self) -> list[ReplayWarning]:
+        """The two consistency warnings of ``extract_provenance_data`` (SPEC §3)."""
+        found: list[ReplayWarning] = []
+        both = self.actual & self.unavailable
+        if both:
+            found.append(
+                ReplayWarning(
+                    code="actual_and_unavailable",
+                    message="inputs were both used and unavailable; "
+                    "they are dropped from the actual inputs",
+                    dataset_ids=sorted(uuid.UUID(i) for i in both),
+                )
+            )
+        unchecked = self.predicted_inputs - self.available - self.unavailable
+        if unchecked:
+            found.append(
+                ReplayWarning(
+                    code="unchecked_inputs",
+                    message="the task did not check these predicted inputs "
+                    "(neither get nor stored)",
+                    dataset_ids=sorted(uuid.UUID(i) for i in unchecked),
+                )
+            )
+        return found
+
+    def result(self, datastore_name: str | None = None) -> QuantumProvenanceData:
+        """The provenance as ``extract_provenance_data`` returns it (SPEC §3)."""
+        actual = self.actual - self.unavailable
+        by_datastore: dict[str, list[StoredFileInfo]] = {}
+        if datastore_name is not None:
+            by_datastore[datastore_name] = []
+        for dataset_id in sorted(self.actual_outputs):
+            entry = self.records.get(dataset_id)
+            if entry is None:
+                continue  # unstored without purge: an actual output with no artifact
+            name, rows = entry
+            by_datastore.setdefault(name, []).extend(
+                StoredFileInfo.model_validate({"dataset_id": dataset_id, **row}) for row in rows
+            )
+        return QuantumProvenanceData(
+            predicted_inputs={uuid.UUID(i) for i in self.predicted_inputs},
+            available_inputs={uuid.UUID(i) for i in self.available},
+            actual_inputs={uuid.UUID(i) for i in actual},
+            predicted_outputs={uuid.UUID(i) for i in self.predicted_outputs},
+            actual_outputs={uuid.UUID(i) for i in self.actual_outputs},
+            datastore_records={
+                name: DatastoreRecordData.from_records(rows).serialize()
+                for name, rows in by_datastore.items()
+            },
+        )

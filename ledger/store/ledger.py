@@ -1,0 +1,370 @@
+"""`Ledger`: open a ledger for reading; events, replay, verify, head, quantum.
+
+Opening never writes: a SQLite file is opened with ``mode=ro``, so inspecting
+a ledger leaves its bytes identical. Replay streams rows through the driver
+cursor into the pure fold; memory grows with distinct datasets, not events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import StaticPool
+
+from ..errors import (
+    LedgerCorruptError,
+    LedgerError,
+    LedgerNotFoundError,
+    UnknownQuantumError,
+)
+from ..events import Event, EventRow, row_to_event
+from ..model import DatasetRef, DatasetType
+from ..provenance import ProvenanceFold, QuantumProvenanceData
+from ..quantum import Quantum
+from ..records import DatastoreRecordData, StoredFileInfo
+from . import migrate
+from .log import is_sqlite_target, sqlite_path, translate_sqlite_error
+from .verify import Head, VerifyReport, verify_ledger
+
+__all__ = ["Head", "Ledger", "QuantumInfo", "VerifyReport"]
+
+_EVENT_SELECT = "SELECT " + ", ".join(EventRow._fields) + " FROM events"
+# The fold needs the detail only for the two kinds that carry state in it.
+_REPLAY_SELECT = (
+    "SELECT kind, dataset_id, outcome, "
+    "CASE WHEN kind IN ('put', 'prune') THEN detail END FROM events"
+)
+
+
+class QuantumInfo(BaseModel):
+    """One row of ``quanta``: who ran what, where."""
+
+    model_config = ConfigDict(frozen=True)
+
+    quantum_id: uuid.UUID
+    task_label: str
+    data_id: dict[str, int | str]
+    run: str | None
+    created_at: str
+    host: str
+    pid: int
+    user: str
+    python_version: str
+    library_version: str
+    datastore_name: str | None
+
+
+def _to_until_text(until: datetime) -> str:
+    if until.tzinfo is None:
+        until = until.replace(tzinfo=UTC)
+    return until.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class Ledger:
+    """A ledger opened for reading (a SQLite file, or any SQLAlchemy URL)."""
+
+    def __init__(self, target: str, *, engine: Engine, raw: sqlite3.Connection | None) -> None:
+        self.target = target
+        self._engine = engine
+        self._raw = raw
+
+    # --- opening ------------------------------------------------------------
+
+    @classmethod
+    def open(cls, target: str | os.PathLike[str]) -> Ledger:
+        """Open ``target`` read-only and check its schema.
+
+        Raises:
+            LedgerNotFoundError: no such file.
+            NotALedgerError: not SQLite, or SQLite without the ledger tables.
+            SchemaTooOldError / SchemaTooNewError: the schema is not this library's.
+        """
+        where = os.fspath(target)
+        if is_sqlite_target(where):
+            path = sqlite_path(where)
+            if path == ":memory:":
+                raise LedgerError("an in-memory ledger lives only inside its butler")
+            if not os.path.isfile(path):
+                raise LedgerNotFoundError(f"no ledger at {path}")
+            uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+            try:
+                raw = sqlite3.connect(uri, uri=True, check_same_thread=False)
+                raw.execute("PRAGMA query_only = ON")
+            except sqlite3.Error as e:
+                raise translate_sqlite_error(e, path) from e
+            engine = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
+            ledger = cls(path, engine=engine, raw=raw)
+        else:
+            ledger = cls(where, engine=create_engine(where), raw=None)
+        try:
+            with ledger._engine.connect() as conn:
+                migrate.check_schema(conn, ledger.target)
+        except sqlite3.Error as e:
+            ledger.close()
+            raise translate_sqlite_error(e, ledger.target) from e
+        except BaseException:
+            ledger.close()
+            raise
+        return ledger
+
+    def close(self) -> None:
+        """Release the connection."""
+        if self._raw is not None:
+            self._raw.close()
+        self._engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- low-level reading ------------------------------------------------------
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """Stream the rows of a query written with ``?`` placeholders."""
+        if self._raw is not None:
+            try:
+                yield from self._raw.execute(sql, tuple(params))
+            except sqlite3.Error as e:
+                raise translate_sqlite_error(e, self.target) from e
+            return
+        names = [f"p{i}" for i in range(len(params))]
+        bound = sql
+        for name in names:
+            bound = bound.replace("?", f":{name}", 1)
+        with self._engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=10_000).execute(
+                text(bound), dict(zip(names, params, strict=True))
+            )
+            for row in result:
+                yield tuple(row)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql`` (or another SQLAlchemy dialect name)."""
+        return "sqlite" if self._raw is not None else self._engine.dialect.name
+
+    # --- quanta -------------------------------------------------------------------
+
+    def quantum_ids(self) -> list[uuid.UUID]:
+        """Every quantum in the ledger, in order of creation."""
+        return [
+            uuid.UUID(r[0]) for r in self.rows("SELECT quantum_id FROM quanta ORDER BY created_at")
+        ]
+
+    def resolve_quantum(self, quantum_id: uuid.UUID | str | None) -> str:
+        """The id as stored; with None, the ledger's only quantum.
+
+        Raises:
+            UnknownQuantumError: no such quantum, or None with several in the ledger.
+        """
+        if quantum_id is not None:
+            qid = str(uuid.UUID(str(quantum_id)))
+            if not list(self.rows("SELECT 1 FROM quanta WHERE quantum_id = ?", [qid])):
+                raise UnknownQuantumError(f"{self.target} holds no quantum {qid}")
+            return qid
+        ids = [r[0] for r in self.rows("SELECT quantum_id FROM quanta LIMIT 2")]
+        if not ids:
+            raise UnknownQuantumError(f"{self.target} holds no quanta yet")
+        if len(ids) > 1:
+            raise UnknownQuantumError(
+                f"{self.target} holds several quanta; name one (qledger show {self.target} "
+                "lists them)"
+            )
+        return str(ids[0])
+
+    def info(self, quantum_id: uuid.UUID | str | None = None) -> QuantumInfo:
+        """The ``quanta`` row of one quantum."""
+        qid = self.resolve_quantum(quantum_id)
+        columns = list(QuantumInfo.model_fields)
+        (row,) = self.rows(
+            "SELECT " + ", ".join(f'"{c}"' for c in columns) + " FROM quanta WHERE quantum_id = ?",
+            [qid],
+        )
+        values = dict(zip(columns, row, strict=True))
+        values["data_id"] = json.loads(values["data_id"])
+        return QuantumInfo.model_validate(values)
+
+    def quantum(self, quantum_id: uuid.UUID | str | None = None) -> Quantum:
+        """Rebuild the `Quantum` from the ledger alone (its id is the quantum id)."""
+        qid = self.resolve_quantum(quantum_id)
+        info = self.info(qid)
+        inputs: dict[str, list[DatasetRef]] = {}
+        outputs: dict[str, list[DatasetRef]] = {}
+        init_inputs: dict[str, DatasetRef] = {}
+        records: dict[str, list[StoredFileInfo]] = {}
+        for role, connection, dtype, dims, sclass, data_id, run, dsid, recs in self.rows(
+            "SELECT role, connection, dataset_type, dimensions, storage_class, data_id, run, "
+            "dataset_id, datastore_records FROM datasets WHERE quantum_id = ? "
+            "ORDER BY role, connection, position",
+            [qid],
+        ):
+            ref = DatasetRef(
+                dataset_type=DatasetType(
+                    name=dtype, dimensions=tuple(json.loads(dims)), storage_class=sclass
+                ),
+                data_id=json.loads(data_id),
+                run=run,
+                id=uuid.UUID(dsid),
+            )
+            if role == "input":
+                inputs.setdefault(connection, []).append(ref)
+            elif role == "init_input":
+                init_inputs[connection] = ref
+            else:
+                outputs.setdefault(connection, []).append(ref)
+            for name, rows in (json.loads(recs) if recs else {}).items():
+                records.setdefault(name, []).extend(
+                    StoredFileInfo.model_validate({"dataset_id": dsid, **r}) for r in rows
+                )
+        return Quantum(
+            task_label=info.task_label,
+            data_id=info.data_id,
+            inputs={k: tuple(v) for k, v in inputs.items()},
+            init_inputs=init_inputs,
+            outputs={k: tuple(v) for k, v in outputs.items()},
+            datastore_records={k: DatastoreRecordData.from_records(v) for k, v in records.items()},
+            id=uuid.UUID(qid),
+        )
+
+    def predicted(self, quantum_id: str) -> tuple[list[str], list[str]]:
+        """The predicted input ids and output ids of one quantum, as stored text."""
+        inputs: list[str] = []
+        outputs: list[str] = []
+        for dsid, role in self.rows(
+            "SELECT dataset_id, role FROM datasets WHERE quantum_id = ?", [quantum_id]
+        ):
+            (outputs if role == "output" else inputs).append(dsid)
+        return inputs, outputs
+
+    # --- events and replay ------------------------------------------------------------
+
+    def events(
+        self,
+        quantum_id: uuid.UUID | str | None = None,
+        *,
+        kind: str | Sequence[str] | None = None,
+        dataset_id: uuid.UUID | str | None = None,
+        outcome: str | Sequence[str] | None = None,
+        attempt: int | None = None,
+        until: int | datetime | None = None,
+    ) -> Iterator[Event]:
+        """Typed events in ``seq`` order, filtered; all quanta when ``quantum_id`` is None."""
+        where: list[str] = []
+        params: list[Any] = []
+        if quantum_id is not None:
+            where.append("quantum_id = ?")
+            params.append(self.resolve_quantum(quantum_id))
+        for column, value in (("kind", kind), ("outcome", outcome)):
+            if value is not None:
+                values = [value] if isinstance(value, str) else list(value)
+                where.append(f"{column} IN ({', '.join('?' * len(values))})")
+                params.extend(str(v) for v in values)
+        if dataset_id is not None:
+            where.append("dataset_id = ?")
+            params.append(str(uuid.UUID(str(dataset_id))))
+        if attempt is not None:
+            where.append("attempt = ?")
+            params.append(attempt)
+        self._until(until, where, params)
+        sql = _EVENT_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
+        for row in self.rows(sql, params):
+            yield row_to_event(row)
+
+    @staticmethod
+    def _until(until: int | datetime | None, where: list[str], params: list[Any]) -> None:
+        if until is None:
+            return
+        if isinstance(until, datetime):
+            where.append("recorded_at <= ?")
+            params.append(_to_until_text(until))
+        else:
+            where.append("quantum_seq <= ?")
+            params.append(int(until))
+
+    def fold(
+        self,
+        quantum_id: uuid.UUID | str | None = None,
+        *,
+        until: int | datetime | None = None,
+        attempt: int | None = None,
+    ) -> ProvenanceFold:
+        """Replay one quantum into a `ProvenanceFold` (its raw state)."""
+        qid = self.resolve_quantum(quantum_id)
+        fold = ProvenanceFold(*self.predicted(qid))
+        where = ["quantum_id = ?"]
+        params: list[Any] = [qid]
+        if attempt is not None:
+            where.append("attempt = ?")
+            params.append(attempt)
+        self._until(until, where, params)
+        sql = _REPLAY_SELECT + " WHERE " + " AND ".join(where) + " ORDER BY quantum_seq"
+        try:
+            fold.apply_all(self.rows(sql, params))  # type: ignore[arg-type]
+        except json.JSONDecodeError as e:
+            raise LedgerCorruptError(
+                f"{self.target}: quantum {qid} has an event whose detail is not JSON; "
+                f'run "qledger verify {self.target}" to find it'
+            ) from e
+        return fold
+
+    def replay(
+        self,
+        quantum_id: uuid.UUID | str | None = None,
+        until: int | datetime | None = None,
+        *,
+        attempt: int | None = None,
+    ) -> QuantumProvenanceData:
+        """The provenance of one quantum as of ``until`` (a quantum_seq or a time)."""
+        qid = self.resolve_quantum(quantum_id)
+        name = next(
+            iter(self.rows("SELECT datastore_name FROM quanta WHERE quantum_id = ?", [qid]))
+        )[0]
+        return self.fold(qid, until=until, attempt=attempt).result(name)
+
+    # --- integrity ----------------------------------------------------------------------
+
+    def head(self, quantum_id: uuid.UUID | str | None = None) -> Head:
+        """The tip of one quantum's chain: last quantum_seq, its hash, the terminal kind."""
+        qid = self.resolve_quantum(quantum_id)
+        rows = list(
+            self.rows(
+                "SELECT quantum_seq, hash, kind FROM events WHERE quantum_id = ? "
+                "ORDER BY quantum_seq DESC LIMIT 1",
+                [qid],
+            )
+        )
+        if not rows:
+            return Head(quantum_id=uuid.UUID(qid), quantum_seq=0, hash=None, terminal=None)
+        seq, digest, kind = rows[0]
+        terminal = kind if kind in ("quantum_succeeded", "quantum_failed") else None
+        return Head(quantum_id=uuid.UUID(qid), quantum_seq=seq, hash=digest, terminal=terminal)
+
+    def verify(self, head: Head | Mapping[str, Any] | Sequence[Head] | None = None) -> VerifyReport:
+        """Recompute every hash chain; with ``head``, also catch a cut-off tail."""
+        heads: list[Head] = []
+        if isinstance(head, Head):
+            heads = [head]
+        elif isinstance(head, Mapping):
+            heads = [Head.model_validate(head)]
+        elif head is not None:
+            heads = [h if isinstance(h, Head) else Head.model_validate(h) for h in head]
+        return verify_ledger(self, heads)
+
+    def status(self) -> list[dict[str, Any]]:
+        """The ``quantum_status`` view, one dict per quantum."""
+        result = []
+        with self._engine.connect() as conn:
+            for row in conn.execute(text("SELECT * FROM quantum_status ORDER BY started_at")):
+                result.append(dict(row._mapping))
+        return result
