@@ -310,7 +310,7 @@ class Ledger:
         self._until(until, where, params)
         sql = _REPLAY_SELECT + " WHERE " + " AND ".join(where) + " ORDER BY quantum_seq"
         try:
-            fold.apply_all(self.rows(sql, params))  # type: ignore[arg-type]
+            fold.apply_all(self.rows(sql, params))
         except json.JSONDecodeError as e:
             raise LedgerCorruptError(
                 f"{self.target}: quantum {qid} has an event whose detail is not JSON; "

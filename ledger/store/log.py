@@ -430,7 +430,7 @@ def _sqlite_engine(conn: sqlite3.Connection) -> Engine:
 
 def _create_sqlite(conn: sqlite3.Connection) -> None:
     """Create the schema with the shipped migrations, then write ``ledger_info``."""
-    conn.isolation_level = ""  # let SQLAlchemy/Alembic manage this transaction
+    conn.isolation_level = "DEFERRED"  # let SQLAlchemy/Alembic manage this transaction
     engine = _sqlite_engine(conn)
     with engine.begin() as sa_conn:
         migrate.upgrade(sa_conn)
