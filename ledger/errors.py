@@ -10,11 +10,13 @@ builtin so both ``except`` clauses work. This module imports nothing.
 from __future__ import annotations
 
 __all__ = [
+    "ArtifactCorruptError",
     "ConversionError",
     "DatasetExistsError",
     "DatasetNotFoundError",
     "DatasetTypeMismatchError",
     "IngestConflictError",
+    "InvalidParameterError",
     "LedgerBusyError",
     "LedgerCorruptError",
     "LedgerError",
@@ -120,3 +122,15 @@ class StorageClassError(LedgerError, KeyError):
 
 class ConversionError(LedgerError, TypeError):
     """No converter is registered between two storage classes, or it failed."""
+
+
+class InvalidParameterError(LedgerError, ValueError):
+    """A read parameter the storage class does not know, or a request it cannot honour."""
+
+
+class ArtifactCorruptError(LedgerError, OSError):
+    """An artifact's size, checksum or content does not match its datastore record.
+
+    An OSError so that the butler counts a damaged artifact as unavailable, as it
+    does a missing one.
+    """
