@@ -262,7 +262,6 @@ class QuantumBackedButler:
             [(None, Outcome.OK, None, None, canonical_json(detail))],
         )
         log.append_with_rows(started, rows)
-        butler._logger.debug("quantum_started")
         return butler
 
     # --- recording ------------------------------------------------------------
@@ -477,7 +476,6 @@ class QuantumBackedButler:
         try:
             if error is None:
                 self._record_one(EventKind.QUANTUM_SUCCEEDED, None, Outcome.OK)
-                self._logger.debug("quantum_succeeded")
             else:
                 tb = "".join(traceback.format_exception(error))
                 self._record_one(
@@ -487,7 +485,6 @@ class QuantumBackedButler:
                     error,
                     _detail(traceback=tb),
                 )
-                self._logger.info("quantum_failed", error_type=type(error).__name__)
         finally:
             self.close()
 

@@ -112,12 +112,13 @@ class PathEscapeError(LedgerError):
     """
 
 
-class StorageClassError(LedgerError, KeyError):
-    """An unknown storage class, or an object of the wrong type for one."""
+class StorageClassError(LedgerError, ValueError):
+    """An unknown storage class, or an object of the wrong type for one.
 
-    def __str__(self) -> str:
-        # KeyError quotes its argument; a message should read as a sentence.
-        return str(self.args[0]) if self.args else ""
+    Not a LookupError on purpose: a misconfigured storage class is an error of
+    the caller, not a dataset that is missing (which the butler would record as
+    unavailable).
+    """
 
 
 class ConversionError(LedgerError, TypeError):

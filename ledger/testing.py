@@ -116,7 +116,9 @@ def make_quantum(
         make_ref(f"{task_label}_config{i}", 0, run=input_run) for i in range(n_init_inputs)
     ]
     for ref in [*written, *init_inputs]:
-        if not datastore.exists(ref):
+        if datastore.artifact_path(ref).exists():
+            datastore.adopt(ref)  # written by an earlier fixture on the same root
+        else:
             datastore.put(payload(ref), ref)
     outputs = [make_ref(output_type, visit, detector=d, run=output_run) for d in range(n_outputs)]
     all_inputs: dict[str, list[DatasetRef]] = {input_type: inputs} if inputs else {}

@@ -189,12 +189,12 @@ def test_component_get_converts(ds: FileDatastore) -> None:
 
 
 def test_missing_component(ds: FileDatastore) -> None:
-    """A component that is not in the artifact is a StorageClassError (a LookupError)."""
+    """A component that is not in the artifact is a StorageClassError, not a missing dataset."""
     ref = make_ref()
     ds.put({"wcs": 1}, ref)
     with pytest.raises(StorageClassError, match="'psf'") as info:
         ds.get(ref.makeComponentRef("psf"))
-    assert isinstance(info.value, LookupError)
+    assert not isinstance(info.value, LookupError)  # a caller error, not a missing dataset
 
 
 def test_parameters_on_untyped_component(ds: FileDatastore) -> None:
@@ -610,7 +610,7 @@ def test_no_record_is_lookup_error(ds: FileDatastore) -> None:
     """get without a record raises DatasetNotFoundError, a LookupError."""
     with pytest.raises(DatasetNotFoundError, match="no record") as info:
         ds.get(make_ref())
-    assert isinstance(info.value, LookupError)
+    assert not isinstance(info.value, LookupError)  # a caller error, not a missing dataset
 
 
 def test_missing_file_is_file_not_found(ds: FileDatastore) -> None:

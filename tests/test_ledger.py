@@ -130,7 +130,7 @@ def test_every_row_edit_is_caught_at_its_quantum_seq(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     rows = conn.execute("SELECT quantum_seq FROM events ORDER BY seq").fetchall()
     conn.close()
-    for column, value in (("outcome", "missing"), ("detail", '{"x":1}'), ("recorded_at", "x")):
+    for column, value in (("outcome", "rejected"), ("detail", '{"x":1}'), ("recorded_at", "x")):
         for (seq,) in rows:
             copy = path.with_name(f"t-{column}-{seq}.ledger")
             copy.write_bytes(path.read_bytes())

@@ -310,7 +310,6 @@ class EventLog:
             if not create:
                 raise LedgerNotFoundError(f"no ledger at {path}")
             _create_file(path)
-            self._log.info("ledger_created")
         self._take_writer_lock(path)
         conn = sqlite3.connect(path, check_same_thread=False, timeout=_BUSY_TIMEOUT_S)
         try:
