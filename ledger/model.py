@@ -154,6 +154,11 @@ class DatasetRef(BaseModel):
                 )
         return values
 
+    def __hash__(self) -> int:
+        # Equal refs have equal ids, and hashing the id alone is ~10x cheaper than
+        # hashing every field: refs are dict keys on the butler's hot path.
+        return hash(self.id)
+
     # Upstream spells these in camelCase; executors written for it use them.
     @property
     def datasetType(self) -> DatasetType:
