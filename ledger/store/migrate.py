@@ -1,0 +1,157 @@
+"""Schema versions: upgrade with the shipped Alembic scripts, and check a ledger's revision.
+
+Tables are only ever created by these migrations. The programmatic path runs
+the scripts directly through an `EnvironmentContext` (no ``env.py``, no
+logging configuration) with a cached `ScriptDirectory`, so creating a ledger
+file costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.exc import DBAPIError
+
+from ..errors import LedgerCorruptError, NotALedgerError, SchemaTooNewError, SchemaTooOldError
+from .schema import metadata
+
+__all__ = [
+    "HEAD_REVISION",
+    "alembic_config",
+    "check_schema",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "known_revisions",
+    "translate_db_error",
+    "upgrade",
+]
+
+SCRIPT_LOCATION = "ledger:migrations"
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic config pointing at the migrations shipped in the package."""
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+@functools.cache
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    """The newest revision this library knows."""
+    head = _script().get_current_head()
+    assert head is not None, "the package ships at least one migration"
+    return head
+
+
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    """Every revision this library ships."""
+    return frozenset(s.revision for s in _script().walk_revisions())
+
+
+HEAD_REVISION = head_revision()
+
+
+@contextmanager
+def _connection(target: Connection | Engine) -> Iterator[Connection]:
+    if isinstance(target, Engine):
+        with target.begin() as conn:
+            yield conn
+    else:
+        yield target
+
+
+def _run(target: Connection | Engine, revision: str, *, up: bool) -> None:
+    script = _script()
+
+    def step(rev: Any, context: Any) -> Any:
+        if up:
+            return script._upgrade_revs(revision, rev)
+        return script._downgrade_revs(revision, rev)
+
+    with _connection(target) as conn:
+        env = EnvironmentContext(alembic_config(), script, fn=step)
+        env.configure(
+            connection=conn,
+            target_metadata=metadata,
+            render_as_batch=conn.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with env.begin_transaction():
+            env.run_migrations()
+
+
+def upgrade(target: Connection | Engine, revision: str = "head") -> None:
+    """Upgrade a database (empty or older) to ``revision``."""
+    _run(target, revision, up=True)
+
+
+def downgrade(target: Connection | Engine, revision: str) -> None:
+    """Downgrade a database to ``revision`` (``"base"`` removes everything)."""
+    _run(target, revision, up=False)
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The revision stamped in ``alembic_version``, or None when there is none."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def translate_db_error(e: BaseException, where: str) -> Exception:
+    """Map a driver error (raw or wrapped by SQLAlchemy) to the library's errors."""
+    original = e.orig if isinstance(e, DBAPIError) else e
+    message = str(original)
+    if "file is not a database" in message:
+        return NotALedgerError(f"{where} is not a SQLite database, so not a ledger")
+    if "malformed" in message or "disk image" in message:
+        return LedgerCorruptError(
+            f"{where} is damaged ({message}); it may be truncated or overwritten"
+        )
+    return LedgerCorruptError(f"{where}: {message}")
+
+
+def check_schema(conn: Connection, where: str) -> None:
+    """Refuse a database that is not a ledger at this library's schema revision.
+
+    Raises:
+        NotALedgerError: no ledger tables (or not a database at all).
+        SchemaTooOldError: an older known revision; ``qledger upgrade`` fixes it.
+        SchemaTooNewError: a revision this library does not know (written by a newer one).
+        LedgerCorruptError: the file cannot be read.
+    """
+    try:
+        revision = current_revision(conn)
+    except DBAPIError as e:
+        raise translate_db_error(e, where) from e
+    if revision is None:
+        raise NotALedgerError(
+            f"{where} is a database but not a ledger (no quantum-ledger schema in it)"
+        )
+    if revision == HEAD_REVISION:
+        return
+    if revision in known_revisions():
+        raise SchemaTooOldError(
+            f"{where} has schema revision {revision}, older than this library's "
+            f'{HEAD_REVISION}; run "qledger upgrade {where}"'
+        )
+    raise SchemaTooNewError(
+        f"{where} has schema revision {revision}, unknown to this library (newest known: "
+        f"{HEAD_REVISION}); it was written by a newer quantum-ledger: upgrade the library "
+        '("pip install -U quantum-ledger")'
+    )
