@@ -51,8 +51,21 @@ def bare_insert(tmp: Path, synchronous: str, n: int, per_txn: int = 1) -> float:
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute(BARE_SCHEMA)
     qid = str(uuid.uuid4())
-    row = (qid, 0, 0, 1, "stored", str(uuid.uuid4()), "ok", None, None, None, utc_now(),
-           "a" * 64, "b" * 64)
+    row = (
+        qid,
+        0,
+        0,
+        1,
+        "stored",
+        str(uuid.uuid4()),
+        "ok",
+        None,
+        None,
+        None,
+        utc_now(),
+        "a" * 64,
+        "b" * 64,
+    )
     sql = (
         "INSERT INTO events (quantum_id, quantum_seq, call_id, attempt, kind, dataset_id, "
         "outcome, error_type, error_message, detail, recorded_at, prev_hash, hash) "
@@ -74,7 +87,9 @@ def butler_costs(tmp: Path, durability: str, n: int) -> dict[str, float]:
     fixture = make_quantum(tmp / f"repo-{durability}", n_inputs=1, n_outputs=3 * n + 3)
     ref = fixture.inputs[0]
     butler = QuantumBackedButler.initialize(
-        fixture.root, fixture.quantum, ledger=tmp / f"{durability}.ledger",
+        fixture.root,
+        fixture.quantum,
+        ledger=tmp / f"{durability}.ledger",
         durability=durability,  # type: ignore[arg-type]
     )
     ds = butler.datastore
@@ -91,7 +106,9 @@ def butler_costs(tmp: Path, durability: str, n: int) -> dict[str, float]:
         "get": _per_call(lambda i: butler.get(ref), n),
         "get (datastore)": _per_call(lambda i: ds.get(ref), n),
         "put": _per_call(lambda i: butler.put({"i": i}, next(outputs)), n // 10 or 1, 1),
-        "put (datastore)": _per_call(lambda i: plain.put({"i": i}, next(ds_outputs)), n // 10 or 1, 1),
+        "put (datastore)": _per_call(
+            lambda i: plain.put({"i": i}, next(ds_outputs)), n // 10 or 1, 1
+        ),
     }
     butler.finish()
     return result
@@ -108,8 +125,10 @@ def main() -> None:
             "full": bare_insert(tmp, "FULL", args.calls // 4),
             "batch": bare_insert(tmp, "NORMAL", args.calls * 10, per_txn=1000),
         }
-        print(f"{'durability':<10} {'call':<8} {'butler':>9} {'datastore':>10} "
-              f"{'ledger':>8} {'bare':>8} {'ratio':>6}")
+        print(
+            f"{'durability':<10} {'call':<8} {'butler':>9} {'datastore':>10} "
+            f"{'ledger':>8} {'bare':>8} {'ratio':>6}"
+        )
         for durability in ("normal", "full", "batch"):
             n = args.calls if durability != "full" else args.calls // 4
             costs = butler_costs(tmp, durability, n)
@@ -117,8 +136,10 @@ def main() -> None:
                 ours, alone = costs[call], costs[f"{call} (datastore)"]
                 ledger_cost = ours - alone
                 ratio = ledger_cost / bare[durability]
-                print(f"{durability:<10} {call:<8} {ours:9.1f} {alone:10.1f} "
-                      f"{ledger_cost:8.1f} {bare[durability]:8.1f} {ratio:6.2f}")
+                print(
+                    f"{durability:<10} {call:<8} {ours:9.1f} {alone:10.1f} "
+                    f"{ledger_cost:8.1f} {bare[durability]:8.1f} {ratio:6.2f}"
+                )
 
 
 if __name__ == "__main__":

@@ -95,10 +95,10 @@ def test_four_processes_share_one_ledger(tmp_path: Path) -> None:
         for n in range(4)
     ]
     outputs = [p.communicate(timeout=300) for p in procs]
-    for proc, (out, err) in zip(procs, outputs, strict=True):
+    for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
         assert "locked" not in err
-    quanta = [line.split()[1] for out, _ in outputs for line in out.splitlines()]
+    quanta = [line.split()[1] for stdout, _ in outputs for line in stdout.splitlines()]
     assert len(quanta) == 20
     with Ledger.open(ledger) as led:
         report = led.verify()
@@ -129,4 +129,3 @@ def test_a_second_writer_is_refused_while_a_batch_writer_holds_the_ledger(tmp_pa
             "stored",
             "quantum_succeeded",
         ]
-

@@ -24,7 +24,6 @@ from ledger import (
 from ledger.testing import QuantumFixture, make_quantum
 
 
-
 def _drop_triggers(conn: sqlite3.Connection) -> None:
     """Go behind the append-only triggers' back, as an attacker with file access could."""
     names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")]
@@ -32,7 +31,9 @@ def _drop_triggers(conn: sqlite3.Connection) -> None:
         conn.execute(f'DROP TRIGGER "{name}"')
 
 
-def _run(tmp_path: Path, *, fail: bool = False) -> tuple[QuantumFixture, Path, QuantumProvenanceData]:
+def _run(
+    tmp_path: Path, *, fail: bool = False
+) -> tuple[QuantumFixture, Path, QuantumProvenanceData]:
     fixture = make_quantum(tmp_path / "repo", n_inputs=3, n_missing=1, n_outputs=2, n_init_inputs=1)
     path = tmp_path / "q.ledger"
     try:
@@ -191,15 +192,15 @@ def test_triggers_refuse_edits(tmp_path: Path) -> None:
 
 def test_open_errors_name_the_file(tmp_path: Path) -> None:
     """Missing files, non-SQLite files and SQLite non-ledgers get named errors."""
-    with pytest.raises(LedgerNotFoundError, match="nope.ledger"):
+    with pytest.raises(LedgerNotFoundError, match=r"nope\.ledger"):
         Ledger.open(tmp_path / "nope.ledger")
     junk = tmp_path / "junk.ledger"
     junk.write_bytes(b"this is not a database at all, just some bytes" * 100)
-    with pytest.raises(NotALedgerError, match="junk.ledger"):
+    with pytest.raises(NotALedgerError, match=r"junk\.ledger"):
         Ledger.open(junk)
     other = tmp_path / "other.db"
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
-    with pytest.raises(NotALedgerError, match="other.db"):
+    with pytest.raises(NotALedgerError, match=r"other\.db"):
         Ledger.open(other)
 
 

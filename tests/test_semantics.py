@@ -156,8 +156,9 @@ class ButlerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="qledger-sem-"))
-        fixture = make_quantum(self.tmp / "repo", n_inputs=3, n_missing=1, n_outputs=3,
-                               n_init_inputs=1)
+        fixture = make_quantum(
+            self.tmp / "repo", n_inputs=3, n_missing=1, n_outputs=3, n_init_inputs=1
+        )
         self.fixture = fixture
         self.ledger_path = self.tmp / "q.ledger"
         self.butler = QuantumBackedButler.initialize(
@@ -264,8 +265,11 @@ class ButlerMachine(RuleBasedStateMachine):
             assert expected == "ok"
         self._snapshot()
 
-    @rule(picks=st.lists(refs, min_size=1, max_size=3, unique=True), flags=FLAGS,
-          component=st.booleans())
+    @rule(
+        picks=st.lists(refs, min_size=1, max_size=3, unique=True),
+        flags=FLAGS,
+        component=st.booleans(),
+    )
     def prune(self, picks: list[int], flags: tuple[bool, bool, bool], component: bool) -> None:
         disassociate, unstore, purge = flags
         chosen = list({self._pick(i) for i in picks})
