@@ -47,9 +47,7 @@ def upgrade() -> None:
         sa.Column("quantum_id", sa.String(36), nullable=False),
         sa.Column("task_label", sa.Text(), nullable=False),
         sa.Column("data_id", sa.Text(), nullable=False, comment="JSON object"),
-        sa.Column(
-            "run", sa.Text(), nullable=True, comment="run of the predicted outputs, if one"
-        ),
+        sa.Column("run", sa.Text(), nullable=True, comment="run of the predicted outputs, if one"),
         sa.Column("created_at", sa.Text(), nullable=False, comment="UTC ISO-8601"),
         sa.Column("host", sa.Text(), nullable=False),
         sa.Column("pid", sa.Integer(), nullable=False),
@@ -65,9 +63,7 @@ def upgrade() -> None:
         sa.Column("quantum_id", sa.String(36), nullable=False),
         sa.Column("dataset_id", sa.String(36), nullable=False),
         sa.Column("role", sa.String(16), nullable=False, comment="input, init_input or output"),
-        sa.Column(
-            "connection", sa.Text(), nullable=False, comment="key in Quantum.inputs/outputs"
-        ),
+        sa.Column("connection", sa.Text(), nullable=False, comment="key in Quantum.inputs/outputs"),
         sa.Column("position", sa.Integer(), nullable=False, comment="order within the connection"),
         sa.Column("dataset_type", sa.Text(), nullable=False),
         sa.Column("dimensions", sa.Text(), nullable=False, comment="JSON array"),
