@@ -13,7 +13,7 @@ SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_schema_file_is_fresh(name: str) -> None:
-    """Each committed schema equals model_json_schema(); regenerate with python -m ledger.jsonschema."""
+    """Each committed schema equals the model's model_json_schema()."""
     assert (SCHEMAS / name).read_text() == render(MODELS[name]), (
         f"schemas/{name} is stale: run 'python -m ledger.jsonschema schemas'"
     )
