@@ -8,6 +8,7 @@ two equal. The fold does no I/O: warnings come back as data for the caller to lo
 
 from __future__ import annotations
 
+import importlib
 import json
 import uuid
 from collections.abc import Iterable, Mapping
@@ -91,10 +92,9 @@ class QuantumProvenanceData(BaseModel):
 
         See `ledger.central.collect_and_transfer`; this is upstream's spelling.
         """
-        # The central layer sits above this one; import at call time only.
-        from .central import collect_and_transfer
-
-        return collect_and_transfer(target, quanta, provenance)
+        # The central layer sits above this one: look it up at call time only.
+        central = importlib.import_module("ledger.central")
+        return central.collect_and_transfer(target, quanta, provenance)
 
 
 class ReplayWarning(BaseModel):
