@@ -27,10 +27,8 @@ from sqlalchemy.pool import StaticPool
 
 from ..errors import (
     LedgerBusyError,
-    LedgerCorruptError,
     LedgerError,
     LedgerNotFoundError,
-    NotALedgerError,
 )
 from ..events import EVENT_COLUMNS, chain_hash, utc_now
 from . import migrate
@@ -85,17 +83,7 @@ def sqlite_path(target: str | os.PathLike[str]) -> str:
 
 def translate_sqlite_error(e: sqlite3.Error, where: str) -> LedgerError:
     """Map a driver error to the library's error tree, naming the file."""
-    message = str(e)
-    if "file is not a database" in message:
-        return NotALedgerError(f"{where} is not a SQLite database, so not a ledger")
-    if "malformed" in message or "disk image" in message:
-        return LedgerCorruptError(
-            f"{where} is damaged ({message}); recover what can be read with "
-            f'"qledger verify {where}"'
-        )
-    if "locked" in message or "busy" in message:
-        return LedgerBusyError(f"{where} stayed locked by another writer for too long ({message})")
-    return LedgerError(f"{where}: {message}")
+    return migrate.translate_db_error(e, where)
 
 
 def chain_rows(

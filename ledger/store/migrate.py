@@ -19,7 +19,14 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import LedgerCorruptError, NotALedgerError, SchemaTooNewError, SchemaTooOldError
+from ..errors import (
+    LedgerBusyError,
+    LedgerCorruptError,
+    LedgerError,
+    NotALedgerError,
+    SchemaTooNewError,
+    SchemaTooOldError,
+)
 from .schema import metadata
 
 __all__ = [
@@ -113,7 +120,7 @@ def current_revision(conn: Connection) -> str | None:
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def translate_db_error(e: BaseException, where: str) -> Exception:
+def translate_db_error(e: BaseException, where: str) -> LedgerError:
     """Map a driver error (raw or wrapped by SQLAlchemy) to the library's errors."""
     original = e.orig if isinstance(e, DBAPIError) else e
     message = str(original)
@@ -121,8 +128,11 @@ def translate_db_error(e: BaseException, where: str) -> Exception:
         return NotALedgerError(f"{where} is not a SQLite database, so not a ledger")
     if "malformed" in message or "disk image" in message:
         return LedgerCorruptError(
-            f"{where} is damaged ({message}); it may be truncated or overwritten"
+            f"{where} is damaged ({message}); it may be truncated or overwritten: "
+            f'"qledger verify {where}" shows what can still be read'
         )
+    if "locked" in message or "busy" in message:
+        return LedgerBusyError(f"{where} stayed locked by another writer for too long ({message})")
     return LedgerCorruptError(f"{where}: {message}")
 
 
