@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import hashlib
 import json
 import os
 import platform
@@ -28,19 +29,27 @@ from .errors import (
     DatasetExistsError,
     DatasetTypeMismatchError,
     LedgerError,
+    TamperedError,
     UnpredictedOutputError,
 )
 from .events import EventKind, Outcome, canonical_json, utc_now
 from .model import DatasetRef, DatasetType
 from .provenance import ProvenanceFold, QuantumProvenanceData
 from .quantum import Quantum
-from .records import DatastoreRecordData
+from .records import DatastoreRecordData, StoredFileInfo
 from .storage import StorageClassRegistry, default_registry
+from .store.ledger import Ledger
 from .store.log import Durability, Entry, EventLog, PendingCall
 from .store.schema import datasets, quanta
 from .store.verify import definition_rows_digest
 
-__all__ = ["DeferredDatasetHandle", "QuantumBackedButler", "datastore_from_config"]
+__all__ = [
+    "DeferredDatasetHandle",
+    "QuantumBackedButler",
+    "datastore_from_config",
+    "orphan_removal_detail",
+    "success_caveats",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -120,6 +129,45 @@ def _detail(**values: Any) -> str | None:
     return json.dumps(kept, sort_keys=True, separators=(",", ":"), default=repr)
 
 
+def _is_no_work(error: BaseException) -> bool:
+    """True for any exception whose class, or a base class, is named ``NoWorkFound``."""
+    return any(cls.__name__ == "NoWorkFound" for cls in type(error).__mro__)
+
+
+def success_caveats(
+    no_work: bool, predicted_outputs: Iterable[Any], actual_outputs: Iterable[Any]
+) -> list[str]:
+    """The caveats of a successful quantum, as upstream's executor sets them.
+
+    ``some_outputs_missing`` when a predicted output is not an actual output;
+    ``all_outputs_missing`` (with ``some_outputs_missing``, as upstream) when
+    none is. A quantum that predicts no outputs misses none.
+    """
+    predicted = set(predicted_outputs)
+    missing = predicted - set(actual_outputs)
+    caveats = ["no_work"] if no_work else []
+    if missing:
+        caveats.append("some_outputs_missing")
+        if missing == predicted:
+            caveats.append("all_outputs_missing")
+    return caveats
+
+
+def orphan_removal_detail(path: str, checksum: str | None, file_size: int) -> str:
+    """The ``detail`` of the ``prune`` event that records deleting an orphan artifact."""
+    return canonical_json(
+        {
+            "orphan": True,
+            "unstore": True,
+            "purge": False,
+            "disassociate": False,
+            "path": path,
+            "checksum": checksum,
+            "file_size": file_size,
+        }
+    )
+
+
 class DeferredDatasetHandle:
     """A handle from `QuantumBackedButler.getDeferred`; ``get()`` is a recorded get."""
 
@@ -184,6 +232,8 @@ class QuantumBackedButler:
         self._predicted_outputs = {ref.id: ref for ref in quantum.iter_predicted_outputs()}
         self._dataset_types = dict(dataset_types or {})
         self._finished = False
+        #: outputs of earlier attempts that `resume(skip_existing=True)` counts as done.
+        self._skip_existing: dict[uuid.UUID, tuple[str, list[dict[str, Any]]]] = {}
         self._logger = _log.bind(quantum_id=self._qid, task=quantum.task_label, attempt=attempt)
 
     # --- construction -------------------------------------------------------
@@ -249,6 +299,102 @@ class QuantumBackedButler:
         )
 
     @classmethod
+    def resume(
+        cls,
+        config: Config,
+        ledger: str | os.PathLike[str],
+        quantum_id: uuid.UUID | str | None = None,
+        *,
+        skip_existing: bool = False,
+        clobber: bool = False,
+        durability: Durability = "normal",
+        dataset_types: Mapping[str, DatasetType] | None = None,
+        batch_size: int = 1000,
+    ) -> QuantumBackedButler:
+        """Retry a quantum recorded in ``ledger``: its next attempt, in the same ledger.
+
+        The quantum is rebuilt from the ledger alone and recorded with
+        ``attempt`` = the previous one + 1. Replay folds every attempt in order,
+        so outputs written before stay actual outputs; their records are
+        imported, so ``get`` and ``stored`` see them and a re-``put`` is refused
+        while the artifact exists (SPEC §3 holds across attempts).
+
+        Args:
+            skip_existing: outputs written before whose artifacts still verify
+                (size and checksum) count as done: a ``put`` of one writes
+                nothing, is recorded as a ``put`` with ``"skipped_existing": true``
+                and the existing record, and returns the ref.
+            clobber: first prune the outputs written before (unstore and purge,
+                one recorded ``prune`` call) and delete orphan artifacts of
+                predicted outputs (each a ``prune`` with ``"orphan": true``), so
+                that this attempt writes them afresh.
+
+        Raises:
+            ValueError: both ``skip_existing`` and ``clobber``.
+            LedgerNotFoundError, UnknownQuantumError: no such ledger or quantum.
+            LedgerError: ``config`` names another datastore than the quantum used.
+            TamperedError: the quantum's hash chain does not verify; nothing is appended.
+        """
+        if skip_existing and clobber:
+            raise ValueError("resume takes skip_existing or clobber, not both")
+        with Ledger.open(ledger) as led:
+            qid = led.resolve_quantum(quantum_id)
+            quantum = led.quantum(qid)
+            recorded = led.info(qid).datastore_name
+            fold = led.fold(qid)
+            problems = [p for p in led.verify().problems if p.startswith(f"quantum {qid}:")]
+        if problems:
+            raise TamperedError(
+                f"{os.fspath(ledger)}: {problems[0]}; refusing to append a new attempt to a "
+                f'chain that does not verify (run "qledger verify {os.fspath(ledger)}")'
+            )
+        datastore = datastore_from_config(config)
+        if recorded is not None and recorded != datastore.name:
+            raise LedgerError(
+                f"quantum {qid} in {os.fspath(ledger)} used datastore {recorded!r}, but the "
+                f"config names {datastore.name!r}; resume with the same datastore config"
+            )
+        # Before anything is written: a bad record path raises here, not mid-attempt.
+        verified = _import_earlier_outputs(datastore, fold, verify=skip_existing)
+        log = EventLog(ledger, durability=durability, batch_size=batch_size, create=False)
+        try:
+            butler = cls._start(
+                quantum,
+                datastore,
+                log,
+                dataset_types=dataset_types,
+                quantum_id=uuid.UUID(qid),
+                started={"resumed": True, "skip_existing": skip_existing, "clobber": clobber},
+            )
+            butler._skip_existing = verified
+            if clobber:
+                butler._clobber(fold)
+        except BaseException:
+            log.close()
+            raise
+        return butler
+
+    def _clobber(self, fold: ProvenanceFold) -> None:
+        """Prune the outputs of earlier attempts and delete orphan artifacts, all recorded."""
+        written = [
+            ref for ref in self._predicted_outputs.values() if str(ref.id) in fold.actual_outputs
+        ]
+        if written:
+            self.pruneDatasets(written, disassociate=True, unstore=True, purge=True)
+        for ref in self._predicted_outputs.values():
+            if self.datastore.records_for(ref):
+                continue
+            path = self.datastore.artifact_path(ref)
+            if not path.is_file():
+                continue
+            data = path.read_bytes()
+            relative = path.relative_to(self.datastore.root).as_posix()
+            detail = orphan_removal_detail(relative, hashlib.sha256(data).hexdigest(), len(data))
+            # Recorded before the file goes, as for any prune (see pruneDatasets).
+            self._record_one(EventKind.PRUNE, ref, Outcome.OK, None, detail)
+            path.unlink(missing_ok=True)
+
+    @classmethod
     def _start(
         cls,
         quantum: Quantum,
@@ -257,6 +403,7 @@ class QuantumBackedButler:
         *,
         dataset_types: Mapping[str, DatasetType] | None,
         quantum_id: uuid.UUID | None = None,
+        started: Mapping[str, Any] | None = None,
     ) -> QuantumBackedButler:
         qid = quantum_id or quantum.id or uuid.uuid4()
         attempts = list(
@@ -274,16 +421,16 @@ class QuantumBackedButler:
         )
         env = _environment()
         rows = [] if previous else _quantum_rows(qid, quantum, datastore.name, env)
-        detail = dict(env)
+        detail = {**env, **(started or {})}
         if rows:
             detail["definition"] = definition_rows_digest(rows[0][1][0], rows[1][1])
-        started = PendingCall(
+        call = PendingCall(
             butler._qid,
             butler.attempt,
             EventKind.QUANTUM_STARTED,
             [(None, Outcome.OK, None, None, canonical_json(detail))],
         )
-        log.append_with_rows(started, rows)
+        log.append_with_rows(call, rows)
         return butler
 
     # --- recording ------------------------------------------------------------
@@ -398,6 +545,12 @@ class QuantumBackedButler:
             self._record_one(EventKind.PUT, ref, Outcome.REJECTED, error)
             raise error
         self._check_type(EventKind.PUT, ref)
+        skipped = self._skip_existing.pop(ref.id, None)
+        if skipped is not None:
+            name, records = skipped
+            detail = _detail(skipped_existing=True, datastore=name, records=records)
+            self._record_one(EventKind.PUT, ref, Outcome.OK, None, detail)
+            return ref
         try:
             record = self.datastore.put(obj, ref)
         except DatasetExistsError as e:
@@ -455,6 +608,8 @@ class QuantumBackedButler:
             raise error
         if unstore:
             self.datastore.trash(refs)
+            for ref in refs:
+                self._skip_existing.pop(ref.id, None)  # its artifact is going
         # Recorded before the files go: a crash now leaves an orphan file that
         # recovery can remove, never a recorded artifact that silently vanished.
         self._record(EventKind.PRUNE, [(str(r.id), Outcome.OK, None, None, detail) for r in refs])
@@ -491,13 +646,24 @@ class QuantumBackedButler:
     # --- lifecycle --------------------------------------------------------------
 
     def finish(self, error: BaseException | None = None) -> None:
-        """Record how the quantum ended (once) and close the ledger."""
+        """Record how the quantum ended (once) and close the ledger.
+
+        No error, or a ``NoWorkFound`` (any exception class of that name, so
+        upstream's ``lsst.pipe.base.NoWorkFound`` too), is a success:
+        ``quantum_succeeded`` with ``{"caveats": [...]}`` in its detail, using
+        upstream's ``QuantumSuccessCaveats``: ``no_work``, ``some_outputs_missing``,
+        ``all_outputs_missing`` (computed over all attempts). Any other error is
+        ``quantum_failed`` with its type, message and traceback.
+        """
         if self._finished:
             return
         self._finished = True
         try:
-            if error is None:
-                self._record_one(EventKind.QUANTUM_SUCCEEDED, None, Outcome.OK)
+            if error is None or _is_no_work(error):
+                caveats = self._caveats(no_work=error is not None)
+                message = str(error) if error is not None else None
+                detail = _detail(caveats=caveats or None, message=message)
+                self._record_one(EventKind.QUANTUM_SUCCEEDED, None, Outcome.OK, None, detail)
             else:
                 tb = "".join(traceback.format_exception(error))
                 self._record_one(
@@ -509,6 +675,18 @@ class QuantumBackedButler:
                 )
         finally:
             self.close()
+
+    def _caveats(self, *, no_work: bool) -> list[str]:
+        """The success caveats, from the actual outputs replayed (put and prune only)."""
+        fold = ProvenanceFold((), (str(i) for i in self._predicted_outputs))
+        fold.apply_all(
+            self._log.query(
+                "SELECT kind, dataset_id, outcome, detail FROM events "
+                "WHERE quantum_id = ? AND kind IN ('put', 'prune') ORDER BY quantum_seq",
+                [self._qid],
+            )
+        )
+        return success_caveats(no_work, fold.predicted_outputs, fold.actual_outputs)
 
     def close(self) -> None:
         """Flush and release the ledger without recording an end (it reads as interrupted)."""
@@ -524,7 +702,43 @@ class QuantumBackedButler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Record the end; every exception, ``NoWorkFound`` included, propagates.
+
+        A ``NoWorkFound`` is recorded as a success with the ``no_work`` caveat
+        but not swallowed: upstream's executor, not its butler, catches it
+        around ``runQuantum``, and an executor written for upstream keeps doing so.
+        """
         self.finish(exc)
+
+
+def _import_earlier_outputs(
+    datastore: FileDatastore, fold: ProvenanceFold, *, verify: bool
+) -> dict[uuid.UUID, tuple[str, list[dict[str, Any]]]]:
+    """Import the records of outputs written by earlier attempts.
+
+    With ``verify``, return those whose artifacts still match them (size and
+    checksum): the outputs a ``skip_existing`` resume counts as done.
+    """
+    parsed = {
+        dataset_id: (
+            name,
+            [StoredFileInfo.model_validate({"dataset_id": dataset_id, **r}) for r in rows],
+        )
+        for dataset_id, (name, rows) in fold.records.items()
+    }
+    by_name: dict[str, list[StoredFileInfo]] = {}
+    for name, records in parsed.values():
+        by_name.setdefault(name, []).extend(records)
+    datastore.import_records(
+        {name: DatastoreRecordData.from_records(recs) for name, recs in by_name.items()}
+    )
+    if not verify:
+        return {}
+    return {
+        uuid.UUID(dataset_id): fold.records[dataset_id]
+        for dataset_id, (name, records) in parsed.items()
+        if name == datastore.name and all(datastore.verify_record(r) is None for r in records)
+    }
 
 
 def _quantum_rows(

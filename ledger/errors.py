@@ -23,8 +23,10 @@ __all__ = [
     "LedgerNotFoundError",
     "LedgerReadOnlyError",
     "MalformedDetailError",
+    "NoWorkFound",
     "NotALedgerError",
     "PathEscapeError",
+    "QuantumStillRunningError",
     "SchemaTooNewError",
     "SchemaTooOldError",
     "StorageClassError",
@@ -85,6 +87,10 @@ class IngestConflictError(LedgerError):
     """Two sources disagree on the same ``(quantum_id, quantum_seq)``."""
 
 
+class QuantumStillRunningError(LedgerError):
+    """Recovery would write for a quantum whose recorded process may still be running."""
+
+
 # --- the butler and its datastore -------------------------------------------
 
 
@@ -134,4 +140,16 @@ class ArtifactCorruptError(LedgerError, OSError):
 
     An OSError so that the butler counts a damaged artifact as unavailable, as it
     does a missing one.
+    """
+
+
+# --- signals from tasks (not errors of the library) ---------------------------
+
+
+class NoWorkFound(Exception):  # noqa: N818 -- upstream's name (lsst.pipe.base.NoWorkFound)
+    """Raised by a task that finds nothing to do: a success with the ``no_work`` caveat.
+
+    Not a `LedgerError`: the task raises it, not the library. The butler treats
+    any exception whose class (or a base class) is named ``NoWorkFound`` the same
+    way, so upstream's ``lsst.pipe.base.NoWorkFound`` needs no import here.
     """

@@ -11,22 +11,24 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from ..errors import (
     LedgerCorruptError,
     LedgerError,
     LedgerNotFoundError,
+    MalformedDetailError,
     UnknownQuantumError,
 )
-from ..events import Event, EventRow, row_to_event
+from ..events import Event, EventRow, parse_detail, row_to_event
 from ..model import DatasetRef, DatasetType
 from ..provenance import ProvenanceFold, QuantumProvenanceData
 from ..quantum import Quantum
@@ -130,7 +132,7 @@ class Ledger:
 
     # --- low-level reading ------------------------------------------------------
 
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> Generator[tuple[Any, ...], None, None]:
         """Stream the rows of a query written with ``?`` placeholders."""
         if self._raw is not None:
             try:
@@ -278,8 +280,20 @@ class Ledger:
             params.append(attempt)
         self._until(until, where, params)
         sql = _EVENT_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
-        for row in self.rows(sql, params):
-            yield row_to_event(row)
+        rows = self.rows(sql, params)
+        for row in rows:
+            try:
+                event = row_to_event(row)
+            except MalformedDetailError:
+                rows.close()  # now, while the connection is open
+                raise
+            except (TypeError, ValueError) as e:  # a damaged page: NULLs or junk in a row
+                rows.close()
+                raise LedgerCorruptError(
+                    f"{self.target}: the event at seq {row[0]} cannot be read ({e}); the file "
+                    f'is damaged: "qledger verify {self.target}" shows what can still be read'
+                ) from e
+            yield event
 
     @staticmethod
     def _until(until: int | datetime | None, where: list[str], params: list[Any]) -> None:
@@ -309,14 +323,29 @@ class Ledger:
             params.append(attempt)
         self._until(until, where, params)
         sql = _REPLAY_SELECT + " WHERE " + " AND ".join(where) + " ORDER BY quantum_seq"
+        rows = self.rows(sql, params)
         try:
-            fold.apply_all(self.rows(sql, params))
-        except json.JSONDecodeError as e:
-            raise LedgerCorruptError(
-                f"{self.target}: quantum {qid} has an event whose detail is not JSON; "
-                f'run "qledger verify {self.target}" to find it'
-            ) from e
+            fold.apply_all(rows)
+        except (ValueError, AttributeError, TypeError) as e:
+            rows.close()  # now, while the connection is open
+            bad = self._malformed_detail(qid)
+            if bad is None:
+                raise
+            raise bad from e
         return fold
+
+    def _malformed_detail(self, qid: str) -> MalformedDetailError | None:
+        """The error naming the first put or prune event whose detail is not a JSON object."""
+        for seq, detail in self.rows(
+            "SELECT quantum_seq, detail FROM events WHERE quantum_id = ? "
+            "AND kind IN ('put', 'prune') ORDER BY quantum_seq",
+            [qid],
+        ):
+            try:
+                parse_detail(detail, where=f"{self.target}: quantum {qid} quantum_seq {seq}")
+            except MalformedDetailError as e:
+                return e
+        return None
 
     def replay(
         self,
@@ -364,7 +393,10 @@ class Ledger:
     def status(self) -> list[dict[str, Any]]:
         """The ``quantum_status`` view, one dict per quantum."""
         result = []
-        with self._engine.connect() as conn:
-            for row in conn.execute(text("SELECT * FROM quantum_status ORDER BY started_at")):
-                result.append(dict(row._mapping))
+        try:
+            with self._engine.connect() as conn:
+                for row in conn.execute(text("SELECT * FROM quantum_status ORDER BY started_at")):
+                    result.append(dict(row._mapping))
+        except DBAPIError as e:
+            raise migrate.translate_db_error(e, self.target) from e
         return result

@@ -131,6 +131,10 @@ def verify_ledger(ledger: Ledger, heads: Sequence[Head] = ()) -> VerifyReport:
     for raw in ledger.rows("SELECT " + ", ".join(EventRow._fields) + " FROM events ORDER BY seq"):
         r = EventRow(*raw)
         count += 1
+        if not (isinstance(r.quantum_id, str) and isinstance(r.quantum_seq, int)):
+            # A damaged page can surface a row of NULLs or junk: report it, keep going.
+            problem(str(r.quantum_id), 0, f"the event at seq {r.seq} is unreadable (damaged)")
+            continue
         qid = r.quantum_id
         tip = tips.get(qid, (0, None))
         trouble = _check_row(r, tip)
@@ -143,7 +147,7 @@ def verify_ledger(ledger: Ledger, heads: Sequence[Head] = ()) -> VerifyReport:
             except ValueError:
                 started[qid] = None
 
-    known = {row[0] for row in ledger.rows("SELECT quantum_id FROM quanta")}
+    known = {str(row[0]) for row in ledger.rows("SELECT quantum_id FROM quanta")}
     for qid in sorted(set(tips) - known):
         problem(qid, 0, "has events but no row in quanta")
     for qid in sorted(known):
