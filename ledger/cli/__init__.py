@@ -1,0 +1,222 @@
+"""``qledger``: the command line. It parses, calls the library and renders; only it prints.
+
+Exit codes: 0 ok; 1 a check found a problem (``verify``, ``recover``); 2 bad
+usage or bad input (every `LedgerError` becomes one line on stderr); 3 an
+unexpected error (a bug: ``--debug`` shows its traceback). Inspecting commands
+open ledgers read-only and never change a byte of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+import structlog
+from sqlalchemy import create_engine
+from sqlalchemy.exc import DBAPIError
+
+from .._version import __version__
+from ..errors import LedgerError, LedgerNotFoundError, NotALedgerError
+from ..export import export_jsonl, export_prov
+from ..store import migrate
+from ..store.ledger import Ledger
+from ..store.log import is_sqlite_target, sqlite_path
+from ._checks import recover_command, verify
+from ._common import Bug, Failure, ledger_argument, make_console, write_output
+from ._inspect import events, head, replay, show
+from ._sql import sql
+
+__all__ = ["main"]
+
+
+class _Group(click.Group):
+    """The command group: library errors become one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except (LedgerError, OSError) as e:
+            if ctx.params.get("debug"):
+                raise
+            raise Failure(str(e) or type(e).__name__) from e
+        except Exception as e:
+            if ctx.params.get("debug"):
+                raise
+            raise Bug(
+                f"unexpected {type(e).__name__}: {e} (a bug; rerun with --debug for the traceback)"
+            ) from e
+
+
+# --- logging (configured here only) -----------------------------------------------
+
+
+class _StderrLoggerFactory:
+    """Loggers that write to the ``sys.stderr`` of the moment (CliRunner swaps it)."""
+
+    def __call__(self, *args: Any) -> structlog.PrintLogger:
+        return structlog.PrintLogger(file=sys.stderr)
+
+
+def _configure_logging(ctx: click.Context, verbose: int) -> None:
+    level = 30 if verbose == 0 else 20 if verbose == 1 else 10  # WARNING, INFO, DEBUG
+    previous = structlog.get_config()
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=_StderrLoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    # Put the caller's configuration back when the command ends (tests call main often).
+    ctx.call_on_close(lambda: structlog.configure(**previous))
+
+
+# --- the group ------------------------------------------------------------------------
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+@click.option("-v", "--verbose", count=True, help="Log more to stderr (-v info, -vv debug).")
+@click.version_option(__version__, "--version", prog_name="qledger")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, verbose: int) -> None:
+    """Inspect, verify, export and recover quantum ledgers.
+
+    A ledger is the SQLite file (or database URL) in which a QuantumBackedButler
+    recorded every call of a quantum. Inspecting commands never change it.
+    Exit codes: 0 ok, 1 a check found a problem, 2 bad usage or input, 3 a bug.
+
+    \b
+    Example:
+        qledger demo
+    """
+    _configure_logging(ctx, verbose)
+
+
+# --- upgrade ---------------------------------------------------------------------------
+
+
+def _upgrade(target: str) -> tuple[str, str]:
+    """Upgrade a ledger's schema with the shipped migrations: (revision before, after)."""
+    url = target
+    if is_sqlite_target(target):
+        path = sqlite_path(target)
+        if path == ":memory:" or not os.path.isfile(path):
+            raise LedgerNotFoundError(f"no ledger at {path}")
+        url = "sqlite:///" + os.path.abspath(path)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            before = migrate.current_revision(conn)
+            if before is None:
+                raise NotALedgerError(
+                    f"{target} is a database but not a ledger (no quantum-ledger schema in it); "
+                    "upgrade only upgrades ledgers"
+                )
+            if before == migrate.HEAD_REVISION:
+                return before, before
+            if before not in migrate.known_revisions():
+                migrate.check_schema(conn, target)  # raises SchemaTooNewError
+            migrate.upgrade(conn)
+            after = migrate.current_revision(conn) or ""
+    except DBAPIError as e:
+        raise migrate.translate_db_error(e, target) from e
+    finally:
+        engine.dispose()
+    return before, after
+
+
+@main.command()
+@ledger_argument
+def upgrade(ledger: str) -> None:
+    """Upgrade a ledger's schema to this library's (with the shipped migrations).
+
+    Migrations only add: recorded events are never rewritten.
+
+    \b
+    Example:
+        qledger upgrade old.ledger
+    """
+    before, after = _upgrade(ledger)
+    if before == after:
+        click.echo(f"{ledger} is at schema {after} already; nothing to do")
+    else:
+        click.echo(f"upgraded {ledger} from schema {before} to {after}")
+
+
+# --- export -----------------------------------------------------------------------------
+
+
+@main.command()
+@ledger_argument
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["jsonl", "prov-json"]),
+    default="jsonl",
+    show_default=True,
+    help="jsonl: every row as stored, one per line; prov-json: W3C PROV-JSON.",
+)
+@click.option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
+def export(ledger: str, fmt: str, output: str | None) -> None:
+    """Export a ledger as JSON lines (its rows) or as W3C PROV-JSON.
+
+    \b
+    Example:
+        qledger export q.ledger --format prov-json -o q.prov.json
+    """
+    with Ledger.open(ledger) as led:
+        if fmt == "jsonl":
+            write_output(output, lambda f: export_jsonl(led, f))
+        else:
+            document = export_prov(led)
+            write_output(output, lambda f: f.write(json.dumps(document, indent=2) + "\n"))
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("directory", required=False, metavar="[DIR]")
+@click.option(
+    "--no-recovery",
+    is_flag=True,
+    help="Stop after running the pipeline: leave the failed and killed quanta to recover.",
+)
+def demo(directory: str | None, no_recovery: bool) -> None:
+    """Run a small pipeline with a failure and a killed quantum; recover and retry.
+
+    Twenty quanta of three tasks (isr, calibrate, coadd) write real files into
+    a FileDatastore, each recorded in its own ledger; one fails with an
+    exception and one is killed with SIGKILL mid-way. The demo then shows
+    status, provenance, the recovery report and a successful retry (or, with
+    --no-recovery, stops after the status for you to try recovery yourself).
+    DIR must be new or empty; without it a temporary folder is used (and printed).
+
+    \b
+    Example:
+        qledger demo /tmp/qledger-demo
+    """
+    from .._demo import run_demo
+
+    run_demo(directory, make_console(), invoke=_invoke, recovery=not no_recovery)
+
+
+def _invoke(args: Sequence[str]) -> int:
+    """Run a qledger command in this process (for the demo); its exit code."""
+    code = main.main(args=list(args), prog_name="qledger", standalone_mode=False)
+    return int(code or 0)
+
+
+for _command in (show, events, replay, head, verify, recover_command, sql):
+    main.add_command(_command)

@@ -1,0 +1,293 @@
+"""Checking commands: ``verify`` (chains, heads, artifacts) and ``recover``; exit 1 on a problem."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..butler import datastore_from_config
+from ..recovery import QuantumRecovery, RecoveryReport, adopt_orphans, recover, remove_orphans
+from ..store.ledger import Head, Ledger
+from ._common import (
+    EXIT_PROBLEM,
+    STATUS_STYLE,
+    Failure,
+    fmt_data_id,
+    fmt_time,
+    ledger_argument,
+    make_console,
+    one_line,
+    quantum_option,
+    resolve_quantum,
+    short_id,
+)
+
+# --- verify -----------------------------------------------------------------------------
+
+
+def _parse_heads(values: Iterable[str]) -> list[Head]:
+    heads: list[Head] = []
+    for value in values:
+        source = "--head value"
+        content = value
+        if not value.lstrip().startswith(("{", "[")):
+            source = value
+            try:
+                content = Path(value).read_text(encoding="utf-8")
+            except OSError as e:
+                raise Failure(f"cannot read head file {value}: {e.strerror or e}") from e
+        try:
+            try:
+                loaded = json.loads(content)
+                items = loaded if isinstance(loaded, list) else [loaded]
+            except json.JSONDecodeError:
+                items = [json.loads(line) for line in content.splitlines() if line.strip()]
+            heads.extend(Head.model_validate(item) for item in items)
+        except (json.JSONDecodeError, ValidationError) as e:
+            raise Failure(
+                f"{source} is not a head (the JSON that qledger head prints): "
+                f"{one_line(str(e)).split(' For further information')[0]}"
+            ) from e
+    return heads
+
+
+def _artifact_problems(led: Ledger, config: str) -> tuple[int, list[str]]:
+    """Check every recorded output artifact against its record: (checked, problems)."""
+    datastore = datastore_from_config(config)
+    checked = 0
+    problems: list[str] = []
+    for qid in led.quantum_ids():
+        provenance = led.replay(qid)
+        for name in provenance.datastore_records:
+            for records in provenance.record_data(name).records.values():
+                for record in records:
+                    if name != datastore.name:
+                        problems.append(
+                            f"quantum {qid}: artifact {record.path!r} is in datastore "
+                            f"{name!r}, not {datastore.name!r}; give that datastore's config"
+                        )
+                        continue
+                    checked += 1
+                    problem = datastore.verify_record(record)
+                    if problem is not None:
+                        problems.append(f"quantum {qid}: {problem}")
+    return checked, problems
+
+
+@click.command()
+@ledger_argument
+@click.option(
+    "--head",
+    "heads",
+    multiple=True,
+    metavar="FILE|JSON",
+    help="A head recorded elsewhere (qledger head output, a file or inline); repeatable.",
+)
+@click.option(
+    "--datastore",
+    metavar="ROOT",
+    help="Also check every recorded output artifact: present, recorded size and sha256.",
+)
+@click.pass_context
+def verify(ctx: click.Context, ledger: str, heads: tuple[str, ...], datastore: str | None) -> None:
+    """Verify hash chains, recorded heads and artifacts; exit 1 on any problem.
+
+    Each problem is printed on one line, naming the quantum and quantum_seq.
+
+    \b
+    Example:
+        qledger verify q.ledger --head q.head.json --datastore repo
+    """
+    parsed = _parse_heads(heads)
+    with Ledger.open(ledger) as led:
+        report = led.verify(parsed)
+        problems = list(report.problems)
+        checked = 0
+        if datastore is not None and not problems:
+            checked, artifact_problems = _artifact_problems(led, datastore)
+            problems += artifact_problems
+        elif datastore is not None:
+            problems.append("artifacts not checked: the ledger itself does not verify")
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        click.echo(f"{ledger}: {len(problems)} problem{'s' * (len(problems) != 1)}", err=True)
+        ctx.exit(EXIT_PROBLEM)
+    what = f"{report.quanta} quant{'um' if report.quanta == 1 else 'a'}, {report.events} events"
+    extra = f", {len(parsed)} head{'s' * (len(parsed) != 1)}" if parsed else ""
+    artifacts = (
+        f"; {checked} artifact{'s' * (checked != 1)} match{'es' * (checked == 1)} "
+        f"{'its record' if checked == 1 else 'their records'}"
+        if datastore is not None
+        else ""
+    )
+    click.echo(f"ok: {ledger}: {what}{extra} verify{artifacts}")
+
+
+# --- recover ----------------------------------------------------------------------------
+
+
+def _dataset_line(dataset_type: str, data_id: Mapping[str, Any], dataset_id: object) -> str:
+    return f"{dataset_type} {fmt_data_id(data_id)} ({short_id(dataset_id)})"
+
+
+def _recovery_table(rec: QuantumRecovery) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    status = Text(rec.status, style=STATUS_STYLE.get(rec.status, ""))
+    if rec.process is not None:
+        status.append(f" ({rec.process}: pid {rec.pid} on {rec.host})")
+    grid.add_row("status", status)
+    grid.add_row(
+        "attempts",
+        f"{rec.attempts}; last event quantum_seq {rec.last_quantum_seq} "
+        f"at {fmt_time(rec.last_event_at)}",
+    )
+    if rec.error_type:
+        grid.add_row("error", f"{rec.error_type}: {rec.error_message}")
+    if rec.caveats:
+        grid.add_row("caveats", ", ".join(rec.caveats))
+    p = rec.provenance
+    grid.add_row(
+        "provenance",
+        f"inputs: {len(p.predicted_inputs)} predicted, {len(p.available_inputs)} available, "
+        f"{len(p.actual_inputs)} actual; outputs: {len(p.predicted_outputs)} predicted, "
+        f"{len(p.actual_outputs)} actual",
+    )
+    for label, items in (("inputs read", rec.inputs_read), ("unavailable", rec.inputs_unavailable)):
+        if items:
+            lines = [_dataset_line(d.dataset_type, d.data_id, d.dataset_id) for d in items]
+            grid.add_row(label, "\n".join(lines))
+    for label, outputs in (
+        ("outputs ok", rec.outputs_verified),
+        ("damaged", rec.outputs_damaged),
+        ("unstored", rec.outputs_unstored),
+        ("missing", rec.outputs_missing),
+    ):
+        if outputs:
+            lines = [_dataset_line(o.dataset_type, o.data_id, o.dataset_id) for o in outputs]
+            lines = [
+                f"{line}: {o.problem}" if o.problem else line
+                for line, o in zip(lines, outputs, strict=True)
+            ]
+            grid.add_row(label, "\n".join(lines))
+    if rec.orphans:
+        lines = []
+        for o in rec.orphans:
+            how = "decodes" if o.verified else f"does not decode: {o.problem}"
+            reason = "" if o.orphan_reason == "unrecorded_write" else f", {o.orphan_reason}"
+            lines.append(
+                f"{_dataset_line(o.dataset_type, o.data_id, o.dataset_id)}: {o.path}, "
+                f"{o.file_size} bytes, {how}{reason}"
+            )
+        grid.add_row(Text("orphans", style="bold yellow"), "\n".join(lines))
+    if rec.chain_problems:
+        grid.add_row(Text("chain", style="bold red"), "\n".join(rec.chain_problems))
+    if rec.traceback:
+        grid.add_row("traceback", Text(rec.traceback.rstrip(), style="dim"))
+    return grid
+
+
+def _render_recovery(console: Console, report: RecoveryReport, ledger: str, root: str) -> None:
+    if not report.quanta:
+        console.print(f"{ledger}: every quantum succeeded; nothing to recover")
+        return
+    for rec in report.quanta:
+        console.rule(
+            Text(f"quantum {rec.quantum_id}  {rec.task_label}  {fmt_data_id(rec.data_id)}"),
+            align="left",
+        )
+        console.print(_recovery_table(rec))
+    hints = Table.grid(padding=(0, 2))
+    hints.add_column(style="bold", no_wrap=True)
+    hints.add_column()
+    if any(rec.orphans for rec in report.quanta):
+        hints.add_row(
+            "clean up", f"qledger recover {ledger} --datastore {root} --adopt (or --remove)"
+        )
+    if any(rec.status != "succeeded" for rec in report.quanta):
+        which = ', quantum_id="..."' if len(report.quanta) > 1 else ""
+        hints.add_row(
+            "retry",
+            f'QuantumBackedButler.resume("{root}", "{ledger}"{which}, skip_existing=True)',
+        )
+    if hints.row_count:
+        console.print(hints)
+
+
+@click.command(name="recover")
+@ledger_argument
+@click.option("--datastore", required=True, metavar="ROOT", help="The datastore root (or config).")
+@quantum_option
+@click.option("--adopt", is_flag=True, help="Record verified orphans as puts (new events).")
+@click.option("--remove", is_flag=True, help="Delete orphans, each recorded as a prune first.")
+@click.option("--force", is_flag=True, help="Act even if the quantum may still be running.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the RecoveryReport as JSON (with 'actions' after --adopt or --remove).",
+)
+@click.pass_context
+def recover_command(
+    ctx: click.Context,
+    ledger: str,
+    datastore: str,
+    quantum: str | None,
+    adopt: bool,
+    remove: bool,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Report failed and interrupted quanta: ending, outputs, orphans; exit 1 if any.
+
+    For each failed or interrupted quantum (or the one named): the error and
+    traceback, provenance as of its last event, inputs read, outputs verified
+    (size and sha256), damaged, missing, and orphan artifacts (a file for a
+    predicted output without a recorded put). --adopt records verified orphans
+    as new put events; --remove deletes them, each recorded as a prune first.
+    Nothing old is ever edited.
+
+    \b
+    Example:
+        qledger recover q.ledger --datastore repo --adopt
+    """
+    if adopt and remove:
+        raise click.UsageError("--adopt and --remove exclude each other")
+    with Ledger.open(ledger) as led:
+        qid = resolve_quantum(led, quantum)
+    actions = []
+    if adopt or remove:
+        act = adopt_orphans if adopt else remove_orphans
+        actions = act(ledger, datastore, qid, force=force)
+    report = recover(ledger, datastore, quantum_id=qid)
+    if as_json:
+        if adopt or remove:
+            data = report.model_dump(mode="json")
+            data["actions"] = [a.model_dump(mode="json") for a in actions]
+            click.echo(json.dumps(data, indent=2))
+        else:
+            click.echo(report.model_dump_json(indent=2))
+    else:
+        console = make_console()
+        for action in actions:
+            recorded = f" as quantum_seq {action.quantum_seq}" if action.quantum_seq else ""
+            why = f" ({action.reason})" if action.reason else ""
+            console.print(
+                f"{action.action} {short_id(action.dataset_id)}{recorded}{why}: {action.path}",
+                overflow="fold",
+            )
+        if (adopt or remove) and not actions:
+            console.print("no orphans to act on")
+        _render_recovery(console, report, ledger, datastore)
+    if not report.ok:
+        ctx.exit(EXIT_PROBLEM)

@@ -1,0 +1,377 @@
+"""Inspecting commands: ``show``, ``events``, ``replay`` and ``head`` (read-only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..events import Event, EventKind, Outcome
+from ..provenance import QuantumProvenanceData
+from ..store.ledger import Ledger
+from ._common import (
+    STATUS_STYLE,
+    fmt_data_id,
+    fmt_time,
+    ledger_argument,
+    make_console,
+    parse_until,
+    quantum_option,
+    resolve_id,
+    resolve_quantum,
+    short_id,
+    write_output,
+)
+
+# --- show -----------------------------------------------------------------------------
+
+
+def _process_state(host: str | None, pid: int | None) -> str:
+    """Whether a recorded process may still be running (knowable on its own host only)."""
+    if host != socket.gethostname() or pid is None or pid <= 0:
+        return "unknown"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "dead"
+    except PermissionError:
+        return "possibly still running"  # it exists, under another user
+    except OSError:
+        return "unknown"
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "possibly still running"
+    return "dead" if state in ("Z", "X") else "possibly still running"
+
+
+def _status_rows(led: Ledger) -> list[dict[str, Any]]:
+    """The ``quantum_status`` rows, with the process state of interrupted quanta."""
+    rows = led.status()
+    latest: dict[str, tuple[Any, Any]] = {
+        str(qid): (host, pid)
+        for qid, host, pid in led.rows("SELECT quantum_id, host, pid FROM quanta")
+    }
+    for qid, detail in led.rows(
+        "SELECT quantum_id, detail FROM events WHERE kind = 'quantum_started' ORDER BY seq"
+    ):
+        try:
+            env = json.loads(detail) if detail else {}
+        except ValueError:
+            continue  # verify reports it; the quanta row still says where it ran
+        if isinstance(env, dict) and "host" in env:
+            latest[str(qid)] = (env.get("host"), env.get("pid"))
+    for row in rows:
+        host, pid = latest.get(str(row["quantum_id"]), (None, None))
+        row["quantum_id"] = str(row["quantum_id"])
+        row["ledger"] = led.target
+        row["host"], row["pid"] = host, pid
+        row["process"] = _process_state(host, pid) if row["status"] == "interrupted" else None
+        if isinstance(row.get("caveats"), str):
+            row["caveats"] = json.loads(row["caveats"])
+    return rows
+
+
+def _note(row: Mapping[str, Any]) -> str:
+    if row["status"] == "failed":
+        return f"{row.get('error_type') or ''}: {row.get('error_message') or ''}"
+    if row["status"] == "interrupted":
+        return f"{row['process']} (pid {row['pid']} on {row['host']})"
+    return ", ".join(row.get("caveats") or [])
+
+
+def _took(started: str | None, ended: str | None) -> str:
+    if not started or not ended:
+        return ""
+    seconds = (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+
+
+def _common_data_id(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The data ID keys and values that every row shares (shown once, not per row)."""
+    ids = [json.loads(row["data_id"]) for row in rows]
+    if len(ids) < 2:
+        return {}
+    return {k: v for k, v in ids[0].items() if all(i.get(k, object()) == v for i in ids[1:])}
+
+
+def _status_table(
+    rows: Sequence[Mapping[str, Any]], *, ledger_column: bool, quantum_column: bool
+) -> Table:
+    common = _common_data_id(rows)
+    days = {(row.get("started_at") or "")[:10] for row in rows}
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
+    if ledger_column:
+        table.add_column("ledger", no_wrap=True)
+    if quantum_column:
+        table.add_column("quantum", no_wrap=True)
+    table.add_column("task", no_wrap=True)
+    table.add_column("data ID")
+    table.add_column("status", no_wrap=True)
+    for name in ("att", "events", "get", "put"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("took", justify="right", no_wrap=True)
+    for row in rows:
+        cells: list[str | Text] = [Path(row["ledger"]).name] if ledger_column else []
+        if quantum_column:
+            cells.append(short_id(row["quantum_id"]))
+        data_id = {k: v for k, v in json.loads(row["data_id"]).items() if k not in common}
+        status = str(row["status"])
+        cells += [
+            str(row["task_label"]),
+            fmt_data_id(data_id),
+            Text(status + ("*" if _note(row) else ""), style=STATUS_STYLE.get(status, "")),
+            str(row["attempts"]),
+            str(row["n_events"]),
+            str(row["n_get"]),
+            str(row["n_put"]),
+            fmt_time(row.get("started_at"), date=len(days) > 1),
+            _took(row.get("started_at"), row.get("ended_at")),
+        ]
+        table.add_row(*cells)
+    return table
+
+
+def _render_status(console: Console, rows: Sequence[Mapping[str, Any]], n_ledgers: int) -> None:
+    """The status table, then one line per starred row, then a summary."""
+    quanta_per_ledger: dict[str, int] = {}
+    for row in rows:
+        quanta_per_ledger[row["ledger"]] = quanta_per_ledger.get(row["ledger"], 0) + 1
+    several = max(quanta_per_ledger.values(), default=0) > 1
+    console.print(
+        _status_table(rows, ledger_column=n_ledgers > 1, quantum_column=several or n_ledgers == 1)
+    )
+    for row in rows:
+        note = _note(row)
+        if note:
+            where = Path(row["ledger"]).name if n_ledgers > 1 else short_id(row["quantum_id"])
+            if several and n_ledgers > 1:
+                where += f" {short_id(row['quantum_id'])}"
+            console.print(Text(f"* {where}: {row['status']}: {note}"))
+    counts: dict[str, int] = {}
+    for row in rows:
+        key = row["status"]
+        if key == "interrupted":
+            key = f"interrupted ({row['process']})"
+        counts[key] = counts.get(key, 0) + 1
+    parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    common = _common_data_id(rows)
+    shared = f"; every data ID has {fmt_data_id(common)}" if common else ""
+    days = sorted({(row.get("started_at") or "")[:10] for row in rows} - {""})
+    on = f" on {days[0]}" if len(days) == 1 else ""
+    noun = "quantum" if len(rows) == 1 else "quanta"
+    console.print(f"{len(rows)} {noun}: {parts or 'none'}{shared}; times in UTC{on}")
+
+
+@click.command()
+@click.argument("ledgers", nargs=-1, required=True, metavar="LEDGER...")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per quantum.")
+def show(ledgers: tuple[str, ...], as_json: bool) -> None:
+    """Show the quanta of one or more ledgers: status, attempts, counts and times.
+
+    Status comes from the quantum_status view: succeeded, failed, or
+    interrupted (no terminal event). A starred status has a note below the
+    table: the error of a failed quantum, the caveats of a success, and for an
+    interrupted quantum whether its recorded process may still be running
+    (same host, pid alive) or is dead. Rows are in order of start.
+
+    \b
+    Example:
+        qledger show ledgers/*.ledger
+    """
+    rows: list[dict[str, Any]] = []
+    for path in ledgers:
+        with Ledger.open(path) as led:
+            rows.extend(_status_rows(led))
+    rows.sort(key=lambda row: (row.get("started_at") or "", row["ledger"]))
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str))
+        return
+    _render_status(make_console(), rows, len(ledgers))
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+@click.command()
+@ledger_argument
+@quantum_option
+@click.option(
+    "--kind",
+    "-k",
+    multiple=True,
+    type=click.Choice([k.value for k in EventKind]),
+    help="Only events of this kind (repeatable).",
+)
+@click.option(
+    "--dataset", "-d", metavar="ID", help="Only events about this dataset (id or prefix)."
+)
+@click.option(
+    "--outcome",
+    "-o",
+    multiple=True,
+    type=click.Choice([o.value for o in Outcome]),
+    help="Only events with this outcome (repeatable).",
+)
+@click.option("--attempt", "-a", type=click.IntRange(min=1), help="Only this attempt.")
+@click.option("--detail", is_flag=True, help="Add the detail column (JSON).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per event.")
+def events(
+    ledger: str,
+    quantum: str | None,
+    kind: tuple[str, ...],
+    dataset: str | None,
+    outcome: tuple[str, ...],
+    attempt: int | None,
+    detail: bool,
+    as_json: bool,
+) -> None:
+    """List a ledger's events in order; filter by kind, dataset, outcome, attempt.
+
+    \b
+    Example:
+        qledger events q.ledger --kind put --outcome ok --json
+    """
+    with Ledger.open(ledger) as led:
+        found = led.events(
+            resolve_quantum(led, quantum),
+            kind=kind or None,
+            dataset_id=resolve_id(led, dataset, "datasets", "dataset_id", "dataset"),
+            outcome=outcome or None,
+            attempt=attempt,
+        )
+        if as_json:
+            for event in found:
+                click.echo(event.model_dump_json())
+            return
+        listed = list(found)
+    _render_events(make_console(), listed, detail=detail)
+
+
+def _render_events(console: Console, listed: Sequence[Event], *, detail: bool) -> None:
+    several = len({event.quantum_id for event in listed}) > 1
+    days = sorted({event.recorded_at.date().isoformat() for event in listed})
+    one_day = len(days) == 1
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
+    columns = [("seq", "right"), ("quantum", "left")] if several else [("seq", "right")]
+    columns += [
+        ("q.seq", "right"),
+        ("att", "right"),
+        ("kind", "left"),
+        ("dataset", "left"),
+        ("outcome", "left"),
+        ("recorded", "left"),
+    ]
+    errors = any(event.error_type for event in listed)
+    if errors:
+        columns.append(("error", "left"))
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=name != "error")  # type: ignore[arg-type]
+    if detail:
+        table.add_column("detail")
+    for event in listed:
+        cells: list[str | Text] = [str(event.seq)]
+        if several:
+            cells.append(short_id(event.quantum_id))
+        at = "%H:%M:%S.%f" if one_day else "%Y-%m-%d %H:%M:%S.%f"
+        cells += [
+            str(event.quantum_seq),
+            str(event.attempt),
+            event.kind.value,
+            short_id(event.dataset_id),
+            Text(event.outcome.value, style="" if event.outcome == "ok" else "red"),
+            event.recorded_at.strftime(at),
+        ]
+        if errors:
+            cells.append(f"{event.error_type}: {event.error_message}" if event.error_type else "")
+        if detail:
+            cells.append(json.dumps(event.detail) if event.detail is not None else "")
+        table.add_row(*cells)
+    console.print(table)
+    count = len(listed)
+    on = f" on {days[0]}" if one_day else ""
+    console.print(f"{count} event{'' if count == 1 else 's'}; times in UTC{on}")
+
+
+# --- replay and head --------------------------------------------------------------------
+
+
+def _provenance_json(provenance: QuantumProvenanceData) -> str:
+    data = provenance.model_dump(mode="json")
+    for key in (
+        "predicted_inputs",
+        "available_inputs",
+        "actual_inputs",
+        "predicted_outputs",
+        "actual_outputs",
+    ):
+        data[key] = sorted(data[key])
+    return json.dumps(data, indent=2)
+
+
+@click.command()
+@ledger_argument
+@quantum_option
+@click.option(
+    "--until",
+    metavar="SEQ|TIME",
+    callback=parse_until,
+    help="Replay up to this quantum_seq, or up to this time (ISO-8601; UTC if no zone).",
+)
+@click.option("--attempt", "-a", type=click.IntRange(min=1), help="Replay this attempt only.")
+@click.option("--output", "-o", metavar="FILE", help="Write the JSON to FILE instead of stdout.")
+def replay(
+    ledger: str,
+    quantum: str | None,
+    until: int | datetime | None,
+    attempt: int | None,
+    output: str | None,
+) -> None:
+    """Replay a quantum's events into its provenance (QuantumProvenanceData JSON).
+
+    The JSON loads back with QuantumProvenanceData.direct(**json.loads(text)).
+
+    \b
+    Example:
+        qledger replay q.ledger --until 12 -o provenance.json
+    """
+    with Ledger.open(ledger) as led:
+        provenance = led.replay(resolve_quantum(led, quantum), until=until, attempt=attempt)
+    text_value = _provenance_json(provenance) + "\n"
+    write_output(output, lambda f: f.write(text_value))
+
+
+@click.command()
+@ledger_argument
+@quantum_option
+def head(ledger: str, quantum: str | None) -> None:
+    """Print each quantum's chain head (JSON), to keep elsewhere for verify --head.
+
+    One JSON object per line: quantum_id, quantum_seq, hash and terminal kind.
+    A hash chain cannot see a cut-off tail; a head kept elsewhere can.
+
+    \b
+    Example:
+        qledger head q.ledger > q.head.json
+    """
+    with Ledger.open(ledger) as led:
+        qid = resolve_quantum(led, quantum)
+        ids = [qid] if qid is not None else [str(q) for q in led.quantum_ids()]
+        for one in ids:
+            click.echo(led.head(one).model_dump_json())
