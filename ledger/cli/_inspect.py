@@ -224,7 +224,6 @@ def show(ledgers: tuple[str, ...], as_json: bool) -> None:
 )
 @click.option(
     "--outcome",
-    "-o",
     multiple=True,
     type=click.Choice([o.value for o in Outcome]),
     help="Only events with this outcome (repeatable).",
