@@ -138,3 +138,26 @@ def test_migrations_ship_in_the_wheel(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == f"ok {migrate.HEAD_REVISION}"
+
+
+def test_upgrade_keeps_ledger_info_in_step(tmp_path: Path) -> None:
+    """After an upgrade, ledger_info.schema_version names the revision the schema is at."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.ledger'}")
+    migrate.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO ledger_info VALUES ('schema_version', '0001')"))
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        value = conn.execute(
+            text("SELECT value FROM ledger_info WHERE key = 'schema_version'")
+        ).scalar()
+    engine.dispose()
+    assert value == migrate.HEAD_REVISION
+
+
+def test_messages_hide_a_url_password() -> None:
+    """A PostgreSQL URL in a message never shows its password."""
+    shown = migrate.display_target("postgresql+psycopg://alice:s3cret@db.example:5432/ledgers")
+    assert "s3cret" not in shown
+    assert "alice" in shown
+    assert migrate.display_target("/data/q.ledger") == "/data/q.ledger"

@@ -76,6 +76,8 @@ class Ledger:
 
     def __init__(self, target: str, *, engine: Engine, raw: sqlite3.Connection | None) -> None:
         self.target = target
+        #: The target as messages show it (a URL's password hidden).
+        self.where = migrate.display_target(target)
         self._engine = engine
         self._raw = raw
 
@@ -109,10 +111,10 @@ class Ledger:
             ledger = cls(where, engine=create_engine(where), raw=None)
         try:
             with ledger._engine.connect() as conn:
-                migrate.check_schema(conn, ledger.target)
+                migrate.check_schema(conn, ledger.where)
         except sqlite3.Error as e:
             ledger.close()
-            raise translate_sqlite_error(e, ledger.target) from e
+            raise translate_sqlite_error(e, ledger.where) from e
         except BaseException:
             ledger.close()
             raise
@@ -138,7 +140,7 @@ class Ledger:
             try:
                 yield from self._raw.execute(sql, tuple(params))
             except sqlite3.Error as e:
-                raise translate_sqlite_error(e, self.target) from e
+                raise translate_sqlite_error(e, self.where) from e
             return
         names = [f"p{i}" for i in range(len(params))]
         bound = sql
@@ -173,14 +175,14 @@ class Ledger:
         if quantum_id is not None:
             qid = str(uuid.UUID(str(quantum_id)))
             if not list(self.rows("SELECT 1 FROM quanta WHERE quantum_id = ?", [qid])):
-                raise UnknownQuantumError(f"{self.target} holds no quantum {qid}")
+                raise UnknownQuantumError(f"{self.where} holds no quantum {qid}")
             return qid
         ids = [r[0] for r in self.rows("SELECT quantum_id FROM quanta LIMIT 2")]
         if not ids:
-            raise UnknownQuantumError(f"{self.target} holds no quanta yet")
+            raise UnknownQuantumError(f"{self.where} holds no quanta yet")
         if len(ids) > 1:
             raise UnknownQuantumError(
-                f"{self.target} holds several quanta; name one (qledger show {self.target} "
+                f"{self.where} holds several quanta; name one (qledger show {self.where} "
                 "lists them)"
             )
         return str(ids[0])
@@ -290,8 +292,8 @@ class Ledger:
             except (TypeError, ValueError) as e:  # a damaged page: NULLs or junk in a row
                 rows.close()
                 raise LedgerCorruptError(
-                    f"{self.target}: the event at seq {row[0]} cannot be read ({e}); the file "
-                    f'is damaged: "qledger verify {self.target}" shows what can still be read'
+                    f"{self.where}: the event at seq {row[0]} cannot be read ({e}); the file "
+                    "is damaged: restore it from a copy (sqlite3's .recover salvages readable rows)"
                 ) from e
             yield event
 
@@ -342,7 +344,7 @@ class Ledger:
             [qid],
         ):
             try:
-                parse_detail(detail, where=f"{self.target}: quantum {qid} quantum_seq {seq}")
+                parse_detail(detail, where=f"{self.where}: quantum {qid} quantum_seq {seq}")
             except MalformedDetailError as e:
                 return e
         return None
@@ -398,5 +400,5 @@ class Ledger:
                 for row in conn.execute(text("SELECT * FROM quantum_status ORDER BY started_at")):
                     result.append(dict(row._mapping))
         except DBAPIError as e:
-            raise migrate.translate_db_error(e, self.target) from e
+            raise migrate.translate_db_error(e, self.where) from e
         return result

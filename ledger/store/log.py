@@ -275,7 +275,8 @@ class EventLog:
         self._pending: list[PendingCall] = []
         self._pending_events = 0
         self._lock_fd: int | None = None
-        self._log = _log.bind(ledger=self.target, durability=durability)
+        self.where = migrate.display_target(self.target)
+        self._log = _log.bind(ledger=self.where, durability=durability)
         if is_sqlite_target(self.target):
             self._appender: _Appender = self._open_sqlite(sqlite_path(self.target), create)
         else:
@@ -284,8 +285,8 @@ class EventLog:
                 if migrate.current_revision(conn) is None and create:
                     migrate.upgrade(conn)
                     _write_info(conn)
-                migrate.check_schema(conn, self.target)
-            self._appender = _CoreAppender(engine, self.target)
+                migrate.check_schema(conn, self.where)
+            self._appender = _CoreAppender(engine, self.where)
 
     # --- opening ----------------------------------------------------------
 

@@ -17,7 +17,8 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from ..errors import (
     LedgerBusyError,
@@ -34,6 +35,7 @@ __all__ = [
     "alembic_config",
     "check_schema",
     "current_revision",
+    "display_target",
     "downgrade",
     "head_revision",
     "known_revisions",
@@ -101,6 +103,27 @@ def _run(target: Connection | Engine, revision: str, *, up: bool) -> None:
         )
         with env.begin_transaction():
             env.run_migrations()
+            _stamp_info(conn)
+
+
+def _stamp_info(conn: Connection) -> None:
+    """Keep ``ledger_info.schema_version`` equal to the revision the schema is at."""
+    if inspect(conn).has_table("ledger_info"):
+        revision = current_revision(conn)
+        conn.execute(
+            text("UPDATE ledger_info SET value = :v WHERE key = 'schema_version'"),
+            {"v": revision},
+        )
+
+
+def display_target(target: str) -> str:
+    """A ledger target for messages: a URL with its password hidden, or the path."""
+    if "://" not in target:
+        return target
+    try:
+        return make_url(target).render_as_string(hide_password=True)
+    except ArgumentError:
+        return target
 
 
 def upgrade(target: Connection | Engine, revision: str = "head") -> None:
@@ -129,7 +152,7 @@ def translate_db_error(e: BaseException, where: str) -> LedgerError:
     if "malformed" in message or "disk image" in message:
         return LedgerCorruptError(
             f"{where} is damaged ({message}); it may be truncated or overwritten: "
-            f'"qledger verify {where}" shows what can still be read'
+            "restore it from a copy (sqlite3's .recover salvages readable rows)"
         )
     if "locked" in message or "busy" in message:
         return LedgerBusyError(f"{where} stayed locked by another writer for too long ({message})")
