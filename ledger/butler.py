@@ -6,24 +6,17 @@ sets are never kept here, they are replayed from the ledger (SPEC §3).
 
 from __future__ import annotations
 
-import dataclasses
-import getpass
 import hashlib
-import json
 import os
-import platform
-import socket
 import traceback
 import uuid
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import structlog
-import yaml
 
-from ._version import __version__
+from .config import Config, datastore_from_config
 from .datastore import FileDatastore
 from .errors import (
     DatasetExistsError,
@@ -32,140 +25,38 @@ from .errors import (
     TamperedError,
     UnpredictedOutputError,
 )
-from .events import EventKind, Outcome, canonical_json, utc_now
+from .events import EventKind, Outcome, canonical_json
 from .model import DatasetRef, DatasetType
 from .provenance import ProvenanceFold, QuantumProvenanceData
 from .quantum import Quantum
-from .records import DatastoreRecordData, StoredFileInfo
-from .storage import StorageClassRegistry, default_registry
+from .recording import (
+    detail as _detail,
+)
+from .recording import (
+    environment as _environment,
+)
+from .recording import (
+    import_earlier_outputs,
+    orphan_removal_detail,
+    success_caveats,
+)
+from .recording import (
+    is_no_work as _is_no_work,
+)
+from .recording import (
+    quantum_rows as _quantum_rows,
+)
 from .store.ledger import Ledger
 from .store.log import Durability, Entry, EventLog, PendingCall
-from .store.schema import datasets, quanta
 from .store.verify import definition_rows_digest
 
-__all__ = [
-    "DeferredDatasetHandle",
-    "QuantumBackedButler",
-    "datastore_from_config",
-    "orphan_removal_detail",
-    "success_caveats",
-]
+__all__ = ["DeferredDatasetHandle", "QuantumBackedButler"]
 
 _log = structlog.get_logger(__name__)
 
 #: Errors that mean "the dataset is not there" (SPEC §3): the ref becomes unavailable.
 _MISSING_ERRORS = (LookupError, FileNotFoundError, OSError)
 _UNPREDICTED = "Cannot put dataset that was not predicted as an output."
-
-Config = str | os.PathLike[str] | Mapping[str, Any]
-
-
-def _registry(settings: Any, where: str) -> StorageClassRegistry | None:
-    """Storage classes from config: a registry, or ``{name: {like: ..., pytype: ...}}``."""
-    if settings is None or isinstance(settings, StorageClassRegistry):
-        return settings
-    if not isinstance(settings, Mapping):
-        raise LedgerError(f"{where}: 'storage_classes' must be a mapping of name -> settings")
-    registry = default_registry()
-    for name, spec in settings.items():
-        spec = spec or {}
-        base = registry.get(str(spec.get("like", "StructuredDataDict")))
-        registry.register(
-            dataclasses.replace(base, name=str(name), pytype=spec.get("pytype", base.pytype)),
-            replace=True,
-        )
-    return registry
-
-
-def datastore_from_config(config: Config) -> FileDatastore:
-    """Build the datastore from a root directory, a mapping, or a YAML file.
-
-    A mapping (or YAML file) has ``root`` and optionally ``name`` (default
-    ``"files"``), ``fsync`` (default true) and ``storage_classes``: a
-    `StorageClassRegistry`, or a mapping ``{Name: {like: StructuredDataDict,
-    pytype: "builtins.dict"}}`` that registers more classes using the formatter
-    of the class they are ``like``.
-    """
-    where = "datastore config"
-    if not isinstance(config, Mapping):
-        path = Path(config)
-        if not (path.suffix in {".yaml", ".yml"} and path.is_file()):
-            return FileDatastore(path)
-        where = str(path)
-        loaded = yaml.safe_load(path.read_text())
-        if not isinstance(loaded, Mapping):
-            raise LedgerError(f"datastore config {path} must be a mapping with a 'root' key")
-        config = dict(loaded)
-        if "root" in config and not Path(str(config["root"])).is_absolute():
-            config["root"] = path.parent / str(config["root"])  # relative to the file
-    if "root" not in config:
-        raise LedgerError(f"{where} needs a 'root' key (the datastore directory)")
-    return FileDatastore(
-        Path(str(config["root"])),
-        name=str(config.get("name", "files")),
-        fsync=bool(config.get("fsync", True)),
-        storage_classes=_registry(config.get("storage_classes"), where),
-    )
-
-
-def _environment() -> dict[str, Any]:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        user = str(os.getuid())
-    return {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "user": user,
-        "python_version": platform.python_version(),
-        "library_version": __version__,
-    }
-
-
-def _detail(**values: Any) -> str | None:
-    kept = {k: v for k, v in values.items() if v is not None}
-    if not kept:
-        return None
-    return json.dumps(kept, sort_keys=True, separators=(",", ":"), default=repr)
-
-
-def _is_no_work(error: BaseException) -> bool:
-    """True for any exception whose class, or a base class, is named ``NoWorkFound``."""
-    return any(cls.__name__ == "NoWorkFound" for cls in type(error).__mro__)
-
-
-def success_caveats(
-    no_work: bool, predicted_outputs: Iterable[Any], actual_outputs: Iterable[Any]
-) -> list[str]:
-    """The caveats of a successful quantum, as upstream's executor sets them.
-
-    ``some_outputs_missing`` when a predicted output is not an actual output;
-    ``all_outputs_missing`` (with ``some_outputs_missing``, as upstream) when
-    none is. A quantum that predicts no outputs misses none.
-    """
-    predicted = set(predicted_outputs)
-    missing = predicted - set(actual_outputs)
-    caveats = ["no_work"] if no_work else []
-    if missing:
-        caveats.append("some_outputs_missing")
-        if missing == predicted:
-            caveats.append("all_outputs_missing")
-    return caveats
-
-
-def orphan_removal_detail(path: str, checksum: str | None, file_size: int) -> str:
-    """The ``detail`` of the ``prune`` event that records deleting an orphan artifact."""
-    return canonical_json(
-        {
-            "orphan": True,
-            "unstore": True,
-            "purge": False,
-            "disassociate": False,
-            "path": path,
-            "checksum": checksum,
-            "file_size": file_size,
-        }
-    )
 
 
 class DeferredDatasetHandle:
@@ -355,7 +246,7 @@ class QuantumBackedButler:
                 f"config names {datastore.name!r}; resume with the same datastore config"
             )
         # Before anything is written: a bad record path raises here, not mid-attempt.
-        verified = _import_earlier_outputs(datastore, fold, verify=skip_existing)
+        verified = import_earlier_outputs(datastore, fold, verify=skip_existing)
         log = EventLog(ledger, durability=durability, batch_size=batch_size, create=False)
         try:
             butler = cls._start(
@@ -709,92 +600,3 @@ class QuantumBackedButler:
         around ``runQuantum``, and an executor written for upstream keeps doing so.
         """
         self.finish(exc)
-
-
-def _import_earlier_outputs(
-    datastore: FileDatastore, fold: ProvenanceFold, *, verify: bool
-) -> dict[uuid.UUID, tuple[str, list[dict[str, Any]]]]:
-    """Import the records of outputs written by earlier attempts.
-
-    With ``verify``, return those whose artifacts still match them (size and
-    checksum): the outputs a ``skip_existing`` resume counts as done.
-    """
-    parsed = {
-        dataset_id: (
-            name,
-            [StoredFileInfo.model_validate({"dataset_id": dataset_id, **r}) for r in rows],
-        )
-        for dataset_id, (name, rows) in fold.records.items()
-    }
-    by_name: dict[str, list[StoredFileInfo]] = {}
-    for name, records in parsed.values():
-        by_name.setdefault(name, []).extend(records)
-    datastore.import_records(
-        {name: DatastoreRecordData.from_records(recs) for name, recs in by_name.items()}
-    )
-    if not verify:
-        return {}
-    return {
-        uuid.UUID(dataset_id): fold.records[dataset_id]
-        for dataset_id, (name, records) in parsed.items()
-        if name == datastore.name and all(datastore.verify_record(r) is None for r in records)
-    }
-
-
-def _quantum_rows(
-    qid: uuid.UUID, quantum: Quantum, datastore_name: str, env: Mapping[str, Any]
-) -> list[tuple[Any, list[dict[str, Any]]]]:
-    """The ``quanta`` row and the ``datasets`` rows that describe a new quantum."""
-    runs = {ref.run for ref in quantum.iter_predicted_outputs()}
-    quantum_row = {
-        "quantum_id": str(qid),
-        "task_label": quantum.task_label,
-        "data_id": quantum.data_id.to_json(),
-        "run": runs.pop() if len(runs) == 1 else None,
-        "created_at": utc_now(),
-        "datastore_name": datastore_name,
-        **env,
-    }
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def add(role: str, connection: str, position: int, ref: DatasetRef) -> None:
-        key = (str(ref.id), role)
-        if key in rows:
-            return  # the same dataset listed twice in one role is recorded once
-        records: dict[str, list[dict[str, Any]]] = {}
-        for name, data in quantum.datastore_records.items():
-            found = _records_of(data, ref.id)
-            if found:
-                records[name] = found
-        rows[key] = {
-            "quantum_id": str(qid),
-            "dataset_id": str(ref.id),
-            "role": role,
-            "connection": connection,
-            "position": position,
-            "dataset_type": ref.dataset_type.name,
-            "dimensions": json.dumps(list(ref.dataset_type.dimensions)),
-            "storage_class": ref.dataset_type.storage_class,
-            "data_id": ref.data_id.to_json(),
-            "run": ref.run,
-            "datastore_records": canonical_json(records) if records else None,
-        }
-
-    for connection, refs in quantum.inputs.items():
-        for position, ref in enumerate(refs):
-            add("input", connection, position, ref)
-    for connection, ref in quantum.init_inputs.items():
-        add("init_input", connection, 0, ref)
-    for connection, refs in quantum.outputs.items():
-        for position, ref in enumerate(refs):
-            add("output", connection, position, ref)
-    return [(quanta, [quantum_row]), (datasets, list(rows.values()))]
-
-
-def _records_of(data: DatastoreRecordData, dataset_id: uuid.UUID) -> list[dict[str, Any]]:
-    out = []
-    for record in data.records.get(dataset_id, ()):
-        simple = record.to_simple()
-        del simple["dataset_id"]
-        out.append(simple)
-    return out

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ledger import LedgerError, QuantumBackedButler
-from ledger.butler import datastore_from_config
+from ledger.config import datastore_from_config
 from ledger.testing import make_quantum, make_ref
 
 

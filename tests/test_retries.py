@@ -20,7 +20,7 @@ from hypothesis.stateful import initialize, invariant, rule
 from test_semantics import ButlerMachine, Model, _sets
 
 from ledger import DatasetRef, Ledger, QuantumBackedButler
-from ledger.butler import success_caveats
+from ledger.recording import success_caveats
 
 
 @dataclass

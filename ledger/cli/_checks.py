@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..butler import datastore_from_config
+from ..config import datastore_from_config
 from ..recovery import QuantumRecovery, RecoveryReport, adopt_orphans, recover, remove_orphans
 from ..store.ledger import Head, Ledger
 from ._common import (

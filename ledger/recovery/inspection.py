@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..butler import datastore_from_config
+from ..config import datastore_from_config
 from ..datastore import FileDatastore
 from ..errors import LedgerError
 from ..events import EventKind, Outcome, parse_detail

@@ -8,11 +8,11 @@ import uuid
 
 import structlog
 
-from ..butler import orphan_removal_detail
 from ..datastore import FileDatastore
 from ..errors import LedgerError, QuantumStillRunningError, TamperedError
 from ..events import EventKind, Outcome, canonical_json
 from ..model import DatasetRef
+from ..recording import orphan_removal_detail
 from ..store.ledger import Ledger
 from ..store.log import EventLog, PendingCall
 from .inspection import DatastoreArg, LedgerArg, inspect_quantum, scratch, select_quanta

@@ -1,0 +1,188 @@
+"""What the butler writes besides calls: the environment, a new quantum's rows, details.
+
+Shared by `ledger.butler.QuantumBackedButler` and the wrappers that record
+other butlers (``ledger.lsst``), so every recorder writes the same rows.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import platform
+import socket
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ._version import __version__
+from .datastore import FileDatastore
+from .events import canonical_json, utc_now
+from .model import DatasetRef
+from .provenance import ProvenanceFold
+from .quantum import Quantum
+from .records import DatastoreRecordData, StoredFileInfo
+from .store.schema import datasets, quanta
+
+__all__ = [
+    "detail",
+    "environment",
+    "import_earlier_outputs",
+    "is_no_work",
+    "orphan_removal_detail",
+    "quantum_rows",
+    "records_of",
+    "success_caveats",
+]
+
+
+def environment() -> dict[str, Any]:
+    """Who and where: host, pid, user, Python and library versions."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        user = str(os.getuid())
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "user": user,
+        "python_version": platform.python_version(),
+        "library_version": __version__,
+    }
+
+
+def detail(**values: Any) -> str | None:
+    """Canonical JSON of the values that are not None (None when all are)."""
+    kept = {k: v for k, v in values.items() if v is not None}
+    if not kept:
+        return None
+    return json.dumps(kept, sort_keys=True, separators=(",", ":"), default=repr)
+
+
+def is_no_work(error: BaseException) -> bool:
+    """True for any exception whose class, or a base class, is named ``NoWorkFound``."""
+    return any(cls.__name__ == "NoWorkFound" for cls in type(error).__mro__)
+
+
+def success_caveats(
+    no_work: bool, predicted_outputs: Iterable[Any], actual_outputs: Iterable[Any]
+) -> list[str]:
+    """The caveats of a successful quantum, as upstream's executor sets them.
+
+    ``some_outputs_missing`` when a predicted output is not an actual output;
+    ``all_outputs_missing`` (with ``some_outputs_missing``, as upstream) when
+    none is. A quantum that predicts no outputs misses none.
+    """
+    predicted = set(predicted_outputs)
+    missing = predicted - set(actual_outputs)
+    caveats = ["no_work"] if no_work else []
+    if missing:
+        caveats.append("some_outputs_missing")
+        if missing == predicted:
+            caveats.append("all_outputs_missing")
+    return caveats
+
+
+def orphan_removal_detail(path: str, checksum: str | None, file_size: int) -> str:
+    """The ``detail`` of the ``prune`` event that records deleting an orphan artifact."""
+    return canonical_json(
+        {
+            "orphan": True,
+            "unstore": True,
+            "purge": False,
+            "disassociate": False,
+            "path": path,
+            "checksum": checksum,
+            "file_size": file_size,
+        }
+    )
+
+
+def quantum_rows(
+    qid: uuid.UUID, quantum: Quantum, datastore_name: str, env: Mapping[str, Any]
+) -> list[tuple[Any, list[dict[str, Any]]]]:
+    """The ``quanta`` row and the ``datasets`` rows that describe a new quantum."""
+    runs = {ref.run for ref in quantum.iter_predicted_outputs()}
+    quantum_row = {
+        "quantum_id": str(qid),
+        "task_label": quantum.task_label,
+        "data_id": quantum.data_id.to_json(),
+        "run": runs.pop() if len(runs) == 1 else None,
+        "created_at": utc_now(),
+        "datastore_name": datastore_name,
+        **env,
+    }
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add(role: str, connection: str, position: int, ref: DatasetRef) -> None:
+        key = (str(ref.id), role)
+        if key in rows:
+            return  # the same dataset listed twice in one role is recorded once
+        records: dict[str, list[dict[str, Any]]] = {}
+        for name, data in quantum.datastore_records.items():
+            found = records_of(data, ref.id)
+            if found:
+                records[name] = found
+        rows[key] = {
+            "quantum_id": str(qid),
+            "dataset_id": str(ref.id),
+            "role": role,
+            "connection": connection,
+            "position": position,
+            "dataset_type": ref.dataset_type.name,
+            "dimensions": json.dumps(list(ref.dataset_type.dimensions)),
+            "storage_class": ref.dataset_type.storage_class,
+            "data_id": ref.data_id.to_json(),
+            "run": ref.run,
+            "datastore_records": canonical_json(records) if records else None,
+        }
+
+    for connection, refs in quantum.inputs.items():
+        for position, ref in enumerate(refs):
+            add("input", connection, position, ref)
+    for connection, ref in quantum.init_inputs.items():
+        add("init_input", connection, 0, ref)
+    for connection, refs in quantum.outputs.items():
+        for position, ref in enumerate(refs):
+            add("output", connection, position, ref)
+    return [(quanta, [quantum_row]), (datasets, list(rows.values()))]
+
+
+def records_of(data: DatastoreRecordData, dataset_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The records of one dataset as JSON-ready dicts without the (implied) id."""
+    out = []
+    for record in data.records.get(dataset_id, ()):
+        simple = record.to_simple()
+        del simple["dataset_id"]
+        out.append(simple)
+    return out
+
+
+def import_earlier_outputs(
+    datastore: FileDatastore, fold: ProvenanceFold, *, verify: bool
+) -> dict[uuid.UUID, tuple[str, list[dict[str, Any]]]]:
+    """Import the records of outputs written by earlier attempts.
+
+    With ``verify``, return those whose artifacts still match them (size and
+    checksum): the outputs a ``skip_existing`` resume counts as done.
+    """
+    parsed = {
+        dataset_id: (
+            name,
+            [StoredFileInfo.model_validate({"dataset_id": dataset_id, **r}) for r in rows],
+        )
+        for dataset_id, (name, rows) in fold.records.items()
+    }
+    by_name: dict[str, list[StoredFileInfo]] = {}
+    for name, records in parsed.values():
+        by_name.setdefault(name, []).extend(records)
+    datastore.import_records(
+        {name: DatastoreRecordData.from_records(recs) for name, recs in by_name.items()}
+    )
+    if not verify:
+        return {}
+    return {
+        uuid.UUID(dataset_id): fold.records[dataset_id]
+        for dataset_id, (name, records) in parsed.items()
+        if name == datastore.name and all(datastore.verify_record(r) is None for r in records)
+    }
