@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +15,7 @@ from rich.text import Text
 
 from ..events import Event, EventKind, Outcome
 from ..provenance import QuantumProvenanceData
+from ..recovery.inspection import process_state
 from ..store.ledger import Ledger
 from ._common import (
     STATUS_STYLE,
@@ -33,25 +32,6 @@ from ._common import (
 )
 
 # --- show -----------------------------------------------------------------------------
-
-
-def _process_state(host: str | None, pid: int | None) -> str:
-    """Whether a recorded process may still be running (knowable on its own host only)."""
-    if host != socket.gethostname() or pid is None or pid <= 0:
-        return "unknown"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return "dead"
-    except PermissionError:
-        return "possibly still running"  # it exists, under another user
-    except OSError:
-        return "unknown"
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "possibly still running"
-    return "dead" if state in ("Z", "X") else "possibly still running"
 
 
 def _status_rows(led: Ledger) -> list[dict[str, Any]]:
@@ -75,7 +55,7 @@ def _status_rows(led: Ledger) -> list[dict[str, Any]]:
         row["quantum_id"] = str(row["quantum_id"])
         row["ledger"] = led.target
         row["host"], row["pid"] = host, pid
-        row["process"] = _process_state(host, pid) if row["status"] == "interrupted" else None
+        row["process"] = process_state(host, pid) if row["status"] == "interrupted" else None
         if isinstance(row.get("caveats"), str):
             row["caveats"] = json.loads(row["caveats"])
     return rows

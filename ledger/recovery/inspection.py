@@ -32,7 +32,15 @@ from .report import (
     Status,
 )
 
-__all__ = ["DatastoreArg", "LedgerArg", "inspect_quantum", "recover", "scratch", "select_quanta"]
+__all__ = [
+    "DatastoreArg",
+    "LedgerArg",
+    "inspect_quantum",
+    "process_state",
+    "recover",
+    "scratch",
+    "select_quanta",
+]
 
 DatastoreArg = str | os.PathLike[str] | Mapping[str, Any] | FileDatastore
 LedgerArg = str | os.PathLike[str]
@@ -139,7 +147,7 @@ def inspect_quantum(
         run=info.run,
         datastore_name=info.datastore_name,
         status=status,
-        process=_process(host, pid) if status == "interrupted" else None,
+        process=process_state(host, pid) if status == "interrupted" else None,
         host=host,
         pid=pid,
         attempts=max((a.attempt for a in attempts), default=0),
@@ -337,7 +345,7 @@ def _inside(ds: FileDatastore, path: Path) -> bool:
     return os.path.realpath(path).startswith(root + os.sep)
 
 
-def _process(host: str | None, pid: int | None) -> Process:
+def process_state(host: str | None, pid: int | None) -> Process:
     """Whether the recorded process may still be running (checked on this host only)."""
     if host != socket.gethostname() or pid is None or pid <= 0:
         return "unknown"
