@@ -164,6 +164,30 @@ def _eventsourcing_loop(recorder: Any, stored_event: Any, n: int) -> float:
     return _per_call(one, n)
 
 
+def _call_pairs(
+    tmp: Path, durability: str, butler: QuantumBackedButler, fixture: Any, calls: int
+) -> dict[str, tuple[Callable[[int], Any], Callable[[int], Any], int]]:
+    """(butler call, the same datastore operation alone, how many) for each call."""
+    ref = fixture.inputs[0]
+    ds = butler.datastore
+    # Puts are compared without fsync on both sides: fsync's jitter (hundreds of µs)
+    # would drown the ledger's tens. The butler's own default keeps fsync on.
+    ds.fsync = False
+    plain = FileDatastore(tmp / f"plain-{durability}", fsync=False)
+    plain_outputs = make_quantum(tmp / f"plain-{durability}", n_inputs=0, n_outputs=3 * calls + 10)
+    outputs = iter(fixture.outputs)
+    other = iter(plain_outputs.outputs)
+    return {
+        "stored": (lambda i: butler.stored(ref), lambda i: ds.exists(ref), calls),
+        "get": (lambda i: butler.get(ref), lambda i: ds.get(ref), calls),
+        "put": (
+            lambda i: butler.put({"i": i}, next(outputs)),
+            lambda i: plain.put({"i": i}, next(other)),
+            max(100, calls // 4),
+        ),
+    }
+
+
 def recording(tmp: Path, quick: bool) -> list[Figure]:
     """Ledger cost per call (butler minus datastore alone) vs bare INSERT+COMMIT."""
     n = 500 if quick else 2000
@@ -186,33 +210,13 @@ def recording(tmp: Path, quick: bool) -> list[Figure]:
     for durability in ("normal", "full", "batch"):
         calls = n if durability != "full" else n // 4
         fixture = make_quantum(tmp / f"rec-{durability}", n_inputs=1, n_outputs=3 * calls + 10)
-        ref = fixture.inputs[0]
         butler = QuantumBackedButler.initialize(
             fixture.root,
             fixture.quantum,
             ledger=tmp / f"rec-{durability}.ledger",
             durability=durability,  # type: ignore[arg-type]
         )
-        ds = butler.datastore
-        # Puts are compared without fsync on both sides: fsync's jitter (hundreds of µs)
-        # would drown the ledger's tens. The butler's own default keeps fsync on.
-        ds.fsync = False
-        plain = FileDatastore(tmp / f"plain-{durability}", fsync=False)
-        plain_outputs = make_quantum(
-            tmp / f"plain-{durability}", n_inputs=0, n_outputs=3 * calls + 10
-        )
-        outputs = iter(fixture.outputs)
-        other = iter(plain_outputs.outputs)
-        puts = max(100, calls // 4)
-        pairs = {
-            "stored": (lambda i: butler.stored(ref), lambda i: ds.exists(ref), calls),
-            "get": (lambda i: butler.get(ref), lambda i: ds.get(ref), calls),
-            "put": (
-                lambda i: butler.put({"i": i}, next(outputs)),
-                lambda i: plain.put({"i": i}, next(other)),
-                puts,
-            ),
-        }
+        pairs = _call_pairs(tmp, durability, butler, fixture, calls)
         for call, (with_ledger, alone, count) in pairs.items():
             ours = _per_call(with_ledger, count)
             base = _per_call(alone, count)
@@ -467,6 +471,10 @@ def _replay_peak_mib(path: Path, qid: str) -> float:
     return float(out.stdout.strip())
 
 
+def _stored_call(butler: QuantumBackedButler, ref: Any) -> Callable[[int], Any]:
+    return lambda i: butler.stored(ref)
+
+
 def scaling_figures(tmp: Path, quick: bool) -> list[Figure]:
     """Per-call cost with 10, 1,000 and 100,000 events already in the ledger."""
     prefill = [10, 1_000] if quick else [10, 1_000, 100_000]
@@ -476,8 +484,7 @@ def scaling_figures(tmp: Path, quick: bool) -> list[Figure]:
         make_big_ledger(path, existing, n_datasets=100)
         fixture = make_quantum(tmp / f"scale-repo-{existing}", n_inputs=1, n_outputs=1)
         butler = QuantumBackedButler.initialize(fixture.root, fixture.quantum, ledger=path)
-        ref = fixture.inputs[0]
-        costs[existing] = _per_call(lambda i: butler.stored(ref), 1000)
+        costs[existing] = _per_call(_stored_call(butler, fixture.inputs[0]), 1000)
         butler.finish()
     growth = costs[prefill[-1]] / costs[prefill[0]]
     return [
