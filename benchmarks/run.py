@@ -91,6 +91,27 @@ def _per_call(fn: Callable[[int], Any], n: int, repeats: int = 3) -> float:
     return statistics.median(results)
 
 
+def _interleaved(
+    first: Callable[[int], Any], second: Callable[[int], Any], n: int
+) -> tuple[float, float]:
+    """Mean µs per call of two operations timed in alternation.
+
+    Alternating cancels the drift of a busy disk or page cache that would
+    bias two runs timed one after the other (puts are sensitive to it).
+    """
+    clock = time.perf_counter
+    a = b = 0.0
+    for i in range(n):
+        t0 = clock()
+        first(i)
+        t1 = clock()
+        second(i)
+        t2 = clock()
+        a += t1 - t0
+        b += t2 - t1
+    return a / n * 1e6, b / n * 1e6
+
+
 # --- 1. recording one call ------------------------------------------------------------
 
 
@@ -218,8 +239,7 @@ def recording(tmp: Path, quick: bool) -> list[Figure]:
         )
         pairs = _call_pairs(tmp, durability, butler, fixture, calls)
         for call, (with_ledger, alone, count) in pairs.items():
-            ours = _per_call(with_ledger, count)
-            base = _per_call(alone, count)
+            ours, base = _interleaved(with_ledger, alone, count)
             cost = ours - base
             baseline = bare_put[durability] if call == "put" else bare[durability]
             target = 1.5 * baseline
