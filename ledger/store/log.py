@@ -100,7 +100,8 @@ def chain_rows(
         call_id = seq + 1
         for dataset_id, outcome, error_type, error_message, detail in call.entries:
             seq += 1
-            digest = chain_hash(
+            # The row without its hash is exactly chain_hash's argument list.
+            head = (
                 qid,
                 seq,
                 call_id,
@@ -114,23 +115,8 @@ def chain_rows(
                 call.recorded_at,
                 prev,
             )
-            rows.append(
-                (
-                    qid,
-                    seq,
-                    call_id,
-                    call.attempt,
-                    call.kind,
-                    dataset_id,
-                    outcome,
-                    error_type,
-                    error_message,
-                    detail,
-                    call.recorded_at,
-                    prev,
-                    digest,
-                )
-            )
+            digest = chain_hash(*head)
+            rows.append((*head, digest))
             prev = digest
         tips[qid] = (seq, prev)
     return rows
