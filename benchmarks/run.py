@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import json
 import os
 import platform
 import sqlite3
@@ -630,8 +629,6 @@ def main() -> None:
         f"{took:.0f} s.\n\nMachine: {machine()}\n\n{table}\n\n"
         "Ratios compare our figure with the baseline measured in the same run. "
         "Ledger cost per call = the butler call minus the same datastore operation alone.\n"
-        + "\n".join(f"\n<!-- raw: {json.dumps(f.__dict__, default=str)} -->" for f in figures)
-        + "\n"
     )
     print(f"\nwrote {args.output} ({took:.0f} s)")
 
