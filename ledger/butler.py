@@ -380,7 +380,12 @@ class QuantumBackedButler:
     ) -> Any:
         """Read a dataset; recorded after the read with its outcome."""
         self._check_type(EventKind.GET, ref)
-        detail = _detail(parameters=parameters, storage_class=storageClass)
+        # Most gets pass neither: skip building a detail that would be None (hot path).
+        detail = (
+            None
+            if parameters is None and storageClass is None
+            else _detail(parameters=parameters, storage_class=storageClass)
+        )
         try:
             obj = self.datastore.get(ref, parameters=parameters, storageClass=storageClass)
         except _MISSING_ERRORS as e:
@@ -408,7 +413,11 @@ class QuantumBackedButler:
 
     def stored(self, ref: DatasetRef) -> bool:
         """Whether the dataset's artifact exists; recorded."""
-        return self.stored_many([ref])[ref]
+        # `stored_many` of one ref, without its list and dict (hot path).
+        self._check_type(EventKind.STORED, ref)
+        found = self.datastore.exists(ref)
+        self._record_one(EventKind.STORED, ref, Outcome.OK if found else Outcome.MISSING)
+        return found
 
     def stored_many(self, refs: Iterable[DatasetRef]) -> dict[DatasetRef, bool]:
         """`stored` for many refs: one call, one transaction, one row per ref."""

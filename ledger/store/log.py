@@ -98,6 +98,10 @@ def chain_rows(
         qid = call.quantum_id
         seq, prev = tips[qid]
         call_id = seq + 1
+        # Kinds and outcomes arrive as StrEnum members; their plain text binds
+        # faster (sqlite3 looks for an adapter for every str subclass) and is
+        # what is stored and hashed either way.
+        kind = str(call.kind)
         for dataset_id, outcome, error_type, error_message, detail in call.entries:
             seq += 1
             # The row without its hash is exactly chain_hash's argument list.
@@ -106,9 +110,9 @@ def chain_rows(
                 seq,
                 call_id,
                 call.attempt,
-                call.kind,
+                kind,
                 dataset_id,
-                outcome,
+                str(outcome),
                 error_type,
                 error_message,
                 detail,
@@ -146,7 +150,7 @@ class _SQLiteAppender:
     def _begin(self) -> None:
         # busy_timeout covers waiting for the write lock; this loop covers the rare
         # SQLITE_BUSY returned without waiting (e.g. while a WAL is being recovered).
-        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        deadline: float | None = None  # read the clock only when a retry is needed
         while True:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -154,7 +158,10 @@ class _SQLiteAppender:
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) and "busy" not in str(e):
                     raise translate_sqlite_error(e, self._where) from e
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + _BUSY_TIMEOUT_S
+                if now > deadline:
                     raise translate_sqlite_error(e, self._where) from e
                 time.sleep(0.005)
 
@@ -170,9 +177,11 @@ class _SQLiteAppender:
                     sql = f"INSERT INTO {table.name} ({quoted}) VALUES ({marks})"
                     conn.executemany(sql, [tuple(r[c] for c in columns) for r in rows])
             tips: dict[str, tuple[int, str | None]] = {}
-            for qid in {c.quantum_id for c in calls}:
-                tip = conn.execute(_TIP_SQL, (qid,)).fetchone()
-                tips[qid] = (tip[0], tip[1]) if tip else (0, None)
+            for call in calls:
+                qid = call.quantum_id
+                if qid not in tips:
+                    tip = conn.execute(_TIP_SQL, (qid,)).fetchone()
+                    tips[qid] = (tip[0], tip[1]) if tip else (0, None)
             rows = chain_rows(calls, tips)
             if len(rows) == 1:
                 conn.execute(_INSERT_SQL, rows[0])
