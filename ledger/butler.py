@@ -50,7 +50,13 @@ from .store.ledger import Ledger
 from .store.log import Durability, Entry, EventLog, PendingCall
 from .store.verify import definition_rows_digest
 
-__all__ = ["DeferredDatasetHandle", "QuantumBackedButler"]
+__all__ = [
+    "DeferredDatasetHandle",
+    "QuantumBackedButler",
+    "record_quantum_end",
+    "record_quantum_start",
+    "replay_quantum",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -296,33 +302,18 @@ class QuantumBackedButler:
         quantum_id: uuid.UUID | None = None,
         started: Mapping[str, Any] | None = None,
     ) -> QuantumBackedButler:
-        qid = quantum_id or quantum.id or uuid.uuid4()
-        attempts = list(
-            log.query("SELECT MAX(attempt) FROM events WHERE quantum_id = ?", [str(qid)])
-        )
-        previous = attempts[0][0] if attempts and attempts[0][0] is not None else 0
         datastore.import_records(quantum.datastore_records)
-        butler = cls(
+        qid, attempt = record_quantum_start(
+            log, quantum, datastore.name, quantum_id=quantum_id, started=started
+        )
+        return cls(
             quantum=quantum,
             datastore=datastore,
             log=log,
             quantum_id=qid,
-            attempt=previous + 1,
+            attempt=attempt,
             dataset_types=dataset_types,
         )
-        env = _environment()
-        rows = [] if previous else _quantum_rows(qid, quantum, datastore.name, env)
-        detail = {**env, **(started or {})}
-        if rows:
-            detail["definition"] = definition_rows_digest(rows[0][1][0], rows[1][1])
-        call = PendingCall(
-            butler._qid,
-            butler.attempt,
-            EventKind.QUANTUM_STARTED,
-            [(None, Outcome.OK, None, None, canonical_json(detail))],
-        )
-        log.append_with_rows(call, rows)
-        return butler
 
     # --- recording ------------------------------------------------------------
 
@@ -520,17 +511,12 @@ class QuantumBackedButler:
 
     def replay(self) -> ProvenanceFold:
         """Replay this quantum's events (all attempts) from the ledger."""
-        fold = ProvenanceFold(
-            (str(i) for i in self._predicted_inputs), (str(i) for i in self._predicted_outputs)
+        return replay_quantum(
+            self._log,
+            self._qid,
+            (str(i) for i in self._predicted_inputs),
+            (str(i) for i in self._predicted_outputs),
         )
-        fold.apply_all(
-            self._log.query(
-                "SELECT kind, dataset_id, outcome, detail FROM events "
-                "WHERE quantum_id = ? ORDER BY quantum_seq",
-                [self._qid],
-            )
-        )
-        return fold
 
     def extract_provenance_data(self) -> QuantumProvenanceData:
         """The provenance of this quantum, replayed from its ledger (SPEC §3)."""
@@ -559,34 +545,15 @@ class QuantumBackedButler:
             return
         self._finished = True
         try:
-            if error is None or _is_no_work(error):
-                caveats = self._caveats(no_work=error is not None)
-                message = str(error) if error is not None else None
-                detail = _detail(caveats=caveats or None, message=message)
-                self._record_one(EventKind.QUANTUM_SUCCEEDED, None, Outcome.OK, None, detail)
-            else:
-                tb = "".join(traceback.format_exception(error))
-                self._record_one(
-                    EventKind.QUANTUM_FAILED,
-                    None,
-                    Outcome.ERROR,
-                    error,
-                    _detail(traceback=tb),
-                )
+            record_quantum_end(
+                self._log,
+                self._qid,
+                self.attempt,
+                (str(i) for i in self._predicted_outputs),
+                error,
+            )
         finally:
             self.close()
-
-    def _caveats(self, *, no_work: bool) -> list[str]:
-        """The success caveats, from the actual outputs replayed (put and prune only)."""
-        fold = ProvenanceFold((), (str(i) for i in self._predicted_outputs))
-        fold.apply_all(
-            self._log.query(
-                "SELECT kind, dataset_id, outcome, detail FROM events "
-                "WHERE quantum_id = ? AND kind IN ('put', 'prune') ORDER BY quantum_seq",
-                [self._qid],
-            )
-        )
-        return success_caveats(no_work, fold.predicted_outputs, fold.actual_outputs)
 
     def close(self) -> None:
         """Flush and release the ledger without recording an end (it reads as interrupted)."""
@@ -609,3 +576,101 @@ class QuantumBackedButler:
         around ``runQuantum``, and an executor written for upstream keeps doing so.
         """
         self.finish(exc)
+
+
+# --- what every recorder writes (shared with ledger.lsst.RecordingButler) -------------
+
+
+def record_quantum_start(
+    log: EventLog,
+    quantum: Quantum,
+    datastore_name: str,
+    *,
+    quantum_id: uuid.UUID | None = None,
+    started: Mapping[str, Any] | None = None,
+) -> tuple[uuid.UUID, int]:
+    """Append the start of an attempt of ``quantum``: one ``quantum_started`` event.
+
+    The first attempt also inserts the quantum's ``quanta`` and ``datasets``
+    rows, in the same transaction, and puts their definition digest in the
+    event's detail (with the environment and ``started``); a later attempt
+    (the quantum id already has events) inserts no rows.
+
+    Returns:
+        The quantum id (``quantum_id``, else ``quantum.id``, else a new uuid4)
+        and the number of this attempt.
+    """
+    qid = quantum_id or quantum.id or uuid.uuid4()
+    attempts = list(log.query("SELECT MAX(attempt) FROM events WHERE quantum_id = ?", [str(qid)]))
+    previous = attempts[0][0] if attempts and attempts[0][0] is not None else 0
+    env = _environment()
+    rows = [] if previous else _quantum_rows(qid, quantum, datastore_name, env)
+    detail = {**env, **(started or {})}
+    if rows:
+        detail["definition"] = definition_rows_digest(rows[0][1][0], rows[1][1])
+    call = PendingCall(
+        str(qid),
+        previous + 1,
+        EventKind.QUANTUM_STARTED,
+        [(None, Outcome.OK, None, None, canonical_json(detail))],
+    )
+    log.append_with_rows(call, rows)
+    return qid, previous + 1
+
+
+def replay_quantum(
+    log: EventLog,
+    quantum_id: str,
+    predicted_inputs: Iterable[str],
+    predicted_outputs: Iterable[str],
+    *,
+    kinds: Iterable[str] | None = None,
+) -> ProvenanceFold:
+    """Fold one quantum's events (all attempts, or only ``kinds``) read through ``log``."""
+    sql = "SELECT kind, dataset_id, outcome, detail FROM events WHERE quantum_id = ?"
+    params: list[Any] = [quantum_id]
+    if kinds is not None:
+        wanted = list(kinds)
+        sql += f" AND kind IN ({', '.join('?' * len(wanted))})"
+        params.extend(wanted)
+    fold = ProvenanceFold(predicted_inputs, predicted_outputs)
+    fold.apply_all(log.query(sql + " ORDER BY quantum_seq", params))
+    return fold
+
+
+def record_quantum_end(
+    log: EventLog,
+    quantum_id: str,
+    attempt: int,
+    predicted_outputs: Iterable[str],
+    error: BaseException | None,
+) -> None:
+    """Append how an attempt ended: ``quantum_succeeded`` or ``quantum_failed``.
+
+    No error, or a ``NoWorkFound`` (any exception class of that name), is a
+    success with ``{"caveats": [...]}`` computed over all attempts (see
+    `QuantumBackedButler.finish`); any other error is a failure with its type,
+    message and traceback.
+    """
+    if error is None or _is_no_work(error):
+        fold = replay_quantum(log, quantum_id, (), predicted_outputs, kinds=("put", "prune"))
+        caveats = success_caveats(error is not None, fold.predicted_outputs, fold.actual_outputs)
+        message = str(error) if error is not None else None
+        entry: Entry = (
+            None,
+            Outcome.OK,
+            None,
+            None,
+            _detail(caveats=caveats or None, message=message),
+        )
+        log.append(PendingCall(quantum_id, attempt, EventKind.QUANTUM_SUCCEEDED, [entry]))
+    else:
+        tb = "".join(traceback.format_exception(error))
+        entry = (
+            None,
+            Outcome.ERROR,
+            type(error).__name__,
+            str(error),
+            _detail(traceback=tb),
+        )
+        log.append(PendingCall(quantum_id, attempt, EventKind.QUANTUM_FAILED, [entry]))
