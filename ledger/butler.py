@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import traceback
 import uuid
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -25,7 +24,7 @@ from .errors import (
     TamperedError,
     UnpredictedOutputError,
 )
-from .events import EventKind, Outcome, canonical_json
+from .events import EventKind, Outcome
 from .model import DatasetRef, DatasetType
 from .provenance import ProvenanceFold, QuantumProvenanceData
 from .quantum import Quantum
@@ -33,30 +32,16 @@ from .recording import (
     detail as _detail,
 )
 from .recording import (
-    environment as _environment,
-)
-from .recording import (
     import_earlier_outputs,
     orphan_removal_detail,
-    success_caveats,
-)
-from .recording import (
-    is_no_work as _is_no_work,
-)
-from .recording import (
-    quantum_rows as _quantum_rows,
+    record_quantum_end,
+    record_quantum_start,
+    replay_quantum,
 )
 from .store.ledger import Ledger
 from .store.log import Durability, Entry, EventLog, PendingCall
-from .store.verify import definition_rows_digest
 
-__all__ = [
-    "DeferredDatasetHandle",
-    "QuantumBackedButler",
-    "record_quantum_end",
-    "record_quantum_start",
-    "replay_quantum",
-]
+__all__ = ["DeferredDatasetHandle", "QuantumBackedButler"]
 
 _log = structlog.get_logger(__name__)
 
@@ -576,101 +561,3 @@ class QuantumBackedButler:
         around ``runQuantum``, and an executor written for upstream keeps doing so.
         """
         self.finish(exc)
-
-
-# --- what every recorder writes (shared with ledger.lsst.RecordingButler) -------------
-
-
-def record_quantum_start(
-    log: EventLog,
-    quantum: Quantum,
-    datastore_name: str,
-    *,
-    quantum_id: uuid.UUID | None = None,
-    started: Mapping[str, Any] | None = None,
-) -> tuple[uuid.UUID, int]:
-    """Append the start of an attempt of ``quantum``: one ``quantum_started`` event.
-
-    The first attempt also inserts the quantum's ``quanta`` and ``datasets``
-    rows, in the same transaction, and puts their definition digest in the
-    event's detail (with the environment and ``started``); a later attempt
-    (the quantum id already has events) inserts no rows.
-
-    Returns:
-        The quantum id (``quantum_id``, else ``quantum.id``, else a new uuid4)
-        and the number of this attempt.
-    """
-    qid = quantum_id or quantum.id or uuid.uuid4()
-    attempts = list(log.query("SELECT MAX(attempt) FROM events WHERE quantum_id = ?", [str(qid)]))
-    previous = attempts[0][0] if attempts and attempts[0][0] is not None else 0
-    env = _environment()
-    rows = [] if previous else _quantum_rows(qid, quantum, datastore_name, env)
-    detail = {**env, **(started or {})}
-    if rows:
-        detail["definition"] = definition_rows_digest(rows[0][1][0], rows[1][1])
-    call = PendingCall(
-        str(qid),
-        previous + 1,
-        EventKind.QUANTUM_STARTED,
-        [(None, Outcome.OK, None, None, canonical_json(detail))],
-    )
-    log.append_with_rows(call, rows)
-    return qid, previous + 1
-
-
-def replay_quantum(
-    log: EventLog,
-    quantum_id: str,
-    predicted_inputs: Iterable[str],
-    predicted_outputs: Iterable[str],
-    *,
-    kinds: Iterable[str] | None = None,
-) -> ProvenanceFold:
-    """Fold one quantum's events (all attempts, or only ``kinds``) read through ``log``."""
-    sql = "SELECT kind, dataset_id, outcome, detail FROM events WHERE quantum_id = ?"
-    params: list[Any] = [quantum_id]
-    if kinds is not None:
-        wanted = list(kinds)
-        sql += f" AND kind IN ({', '.join('?' * len(wanted))})"
-        params.extend(wanted)
-    fold = ProvenanceFold(predicted_inputs, predicted_outputs)
-    fold.apply_all(log.query(sql + " ORDER BY quantum_seq", params))
-    return fold
-
-
-def record_quantum_end(
-    log: EventLog,
-    quantum_id: str,
-    attempt: int,
-    predicted_outputs: Iterable[str],
-    error: BaseException | None,
-) -> None:
-    """Append how an attempt ended: ``quantum_succeeded`` or ``quantum_failed``.
-
-    No error, or a ``NoWorkFound`` (any exception class of that name), is a
-    success with ``{"caveats": [...]}`` computed over all attempts (see
-    `QuantumBackedButler.finish`); any other error is a failure with its type,
-    message and traceback.
-    """
-    if error is None or _is_no_work(error):
-        fold = replay_quantum(log, quantum_id, (), predicted_outputs, kinds=("put", "prune"))
-        caveats = success_caveats(error is not None, fold.predicted_outputs, fold.actual_outputs)
-        message = str(error) if error is not None else None
-        entry: Entry = (
-            None,
-            Outcome.OK,
-            None,
-            None,
-            _detail(caveats=caveats or None, message=message),
-        )
-        log.append(PendingCall(quantum_id, attempt, EventKind.QUANTUM_SUCCEEDED, [entry]))
-    else:
-        tb = "".join(traceback.format_exception(error))
-        entry = (
-            None,
-            Outcome.ERROR,
-            type(error).__name__,
-            str(error),
-            _detail(traceback=tb),
-        )
-        log.append(PendingCall(quantum_id, attempt, EventKind.QUANTUM_FAILED, [entry]))

@@ -40,13 +40,13 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
         "pip install 'quantum-ledger[lsst]'"
     ) from e
 
-from .butler import record_quantum_end, record_quantum_start, replay_quantum
 from .errors import LedgerError, PathEscapeError
 from .events import EventKind, Outcome
 from .model import DatasetRef, DatasetType
 from .provenance import ProvenanceFold, QuantumProvenanceData
 from .quantum import Quantum
 from .recording import detail as _detail
+from .recording import record_quantum_end, record_quantum_start, replay_quantum
 from .records import RECORDS_TABLE, DatastoreRecordData, StoredFileInfo, check_relative_path
 from .store.log import Durability, Entry, EventLog, PendingCall
 
