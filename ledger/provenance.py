@@ -142,44 +142,51 @@ class ProvenanceFold:
 
     def apply(self, kind: str, dataset_id: str | None, outcome: str, detail: str | None) -> None:
         """Fold one event (its stored column values) into the state."""
-        if dataset_id is None:
-            return  # lifecycle events do not change the sets
-        if kind == _GET:
-            if outcome == _OK:
-                if dataset_id in self.predicted_inputs:
-                    self.actual.add(dataset_id)
-                    self.available.add(dataset_id)
-            elif outcome == _MISSING:
-                self.unavailable.add(dataset_id)
-        elif kind == _STORED:
-            if dataset_id in self.predicted_inputs:
-                if outcome == _OK:
-                    self.available.add(dataset_id)
-                elif outcome == _MISSING:
-                    self.unavailable.add(dataset_id)
-        elif kind == _GET_DEFERRED:
-            if outcome == _OK and dataset_id in self.predicted_inputs:
-                self.actual.add(dataset_id)
-        elif kind == _UNUSED:
-            if outcome == _OK:
-                self.actual.discard(dataset_id)
-        elif kind == _PUT:
-            if outcome == _OK:
-                self.actual_outputs.add(dataset_id)
-                info = json.loads(detail) if detail else {}
-                self.records[dataset_id] = (info.get("datastore", ""), info.get("records", []))
-        elif kind == _PRUNE and outcome == _OK:
-            flags = json.loads(detail) if detail else {}
-            if flags.get("unstore"):
-                self.records.pop(dataset_id, None)
-            if flags.get("purge"):
-                self.actual_outputs.discard(dataset_id)
+        self.apply_all(((kind, dataset_id, outcome, detail),))
 
     def apply_all(self, rows: Iterable[tuple[str, str | None, str, str | None]]) -> None:
-        """Fold ``(kind, dataset_id, outcome, detail)`` rows in order."""
-        apply = self.apply
+        """Fold ``(kind, dataset_id, outcome, detail)`` rows in order: the SPEC §3 rules.
+
+        This loop is the only implementation of the rules (`apply` folds one
+        row through it). Replay runs it once per event, so the sets are bound
+        to locals instead of being looked up on ``self`` for every row.
+        """
+        predicted = self.predicted_inputs
+        available, unavailable, actual = self.available, self.unavailable, self.actual
+        actual_outputs, records = self.actual_outputs, self.records
         for kind, dataset_id, outcome, detail in rows:
-            apply(kind, dataset_id, outcome, detail)
+            if dataset_id is None:
+                continue  # lifecycle events do not change the sets
+            if kind == _GET:
+                if outcome == _OK:
+                    if dataset_id in predicted:
+                        actual.add(dataset_id)
+                        available.add(dataset_id)
+                elif outcome == _MISSING:
+                    unavailable.add(dataset_id)
+            elif kind == _STORED:
+                if dataset_id in predicted:
+                    if outcome == _OK:
+                        available.add(dataset_id)
+                    elif outcome == _MISSING:
+                        unavailable.add(dataset_id)
+            elif kind == _GET_DEFERRED:
+                if outcome == _OK and dataset_id in predicted:
+                    actual.add(dataset_id)
+            elif kind == _UNUSED:
+                if outcome == _OK:
+                    actual.discard(dataset_id)
+            elif kind == _PUT:
+                if outcome == _OK:
+                    actual_outputs.add(dataset_id)
+                    info = json.loads(detail) if detail else {}
+                    records[dataset_id] = (info.get("datastore", ""), info.get("records", []))
+            elif kind == _PRUNE and outcome == _OK:
+                flags = json.loads(detail) if detail else {}
+                if flags.get("unstore"):
+                    records.pop(dataset_id, None)
+                if flags.get("purge"):
+                    actual_outputs.discard(dataset_id)
 
     def warnings(self) -> list[ReplayWarning]:
         """The two consistency warnings of ``extract_provenance_data`` (SPEC §3)."""

@@ -40,11 +40,9 @@ from .verify import Head, VerifyReport, verify_ledger
 __all__ = ["Head", "Ledger", "QuantumInfo", "VerifyReport"]
 
 _EVENT_SELECT = "SELECT " + ", ".join(EventRow._fields) + " FROM events"
-# The fold needs the detail only for the two kinds that carry state in it.
-_REPLAY_SELECT = (
-    "SELECT kind, dataset_id, outcome, "
-    "CASE WHEN kind IN ('put', 'prune') THEN detail END FROM events"
-)
+# The fold reads the detail of put and prune only, but a CASE that drops the others
+# costs more per row (measured: ~5% of a replay) than the few other details it saves.
+_REPLAY_SELECT = "SELECT kind, dataset_id, outcome, detail FROM events"
 
 
 class QuantumInfo(BaseModel):
