@@ -227,12 +227,19 @@ class ProvenanceFold:
             by_datastore.setdefault(name, []).extend(
                 StoredFileInfo.model_validate({"dataset_id": dataset_id, **row}) for row in rows
             )
+        # Parse each id once: the other sets mostly repeat the predicted ids, and
+        # parsing a UUID costs more than the rest of building the result.
+        parsed = {i: uuid.UUID(i) for i in self.predicted_inputs | self.predicted_outputs}
+
+        def ids(values: Iterable[str]) -> set[uuid.UUID]:
+            return {parsed[i] if i in parsed else uuid.UUID(i) for i in values}
+
         return QuantumProvenanceData(
-            predicted_inputs={uuid.UUID(i) for i in self.predicted_inputs},
-            available_inputs={uuid.UUID(i) for i in self.available},
-            actual_inputs={uuid.UUID(i) for i in actual},
-            predicted_outputs={uuid.UUID(i) for i in self.predicted_outputs},
-            actual_outputs={uuid.UUID(i) for i in self.actual_outputs},
+            predicted_inputs={parsed[i] for i in self.predicted_inputs},
+            available_inputs=ids(self.available),
+            actual_inputs=ids(actual),
+            predicted_outputs={parsed[i] for i in self.predicted_outputs},
+            actual_outputs=ids(self.actual_outputs),
             datastore_records={
                 name: DatastoreRecordData.from_records(rows).serialize()
                 for name, rows in by_datastore.items()
