@@ -14,7 +14,7 @@ import sqlite3
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,8 @@ class Figure:
     limit: float | None = None
     met: bool | None = None
     note: str = ""
-    #: Extra numbers for RESULTS.md's details (not shown in the table).
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: Why the remaining cost cannot be removed, shown when the target is missed.
+    why: str = ""
 
     def __post_init__(self) -> None:
         if self.met is None and self.limit is not None and self.ratio is not None:
