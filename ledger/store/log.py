@@ -155,6 +155,8 @@ class _SQLiteAppender:
         conn.isolation_level = None  # we issue BEGIN IMMEDIATE / COMMIT ourselves
         conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA synchronous = " + ("FULL" if durability == "full" else "NORMAL"))
+        # Appends run their statements on one cursor: conn.execute makes a new one each time.
+        self._cursor = conn.cursor()
 
     def _begin(self) -> None:
         # busy_timeout covers waiting for the write lock; this loop covers the rare
@@ -162,7 +164,7 @@ class _SQLiteAppender:
         deadline: float | None = None  # read the clock only when a retry is needed
         while True:
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
+                self._cursor.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) and "busy" not in str(e):
@@ -192,7 +194,7 @@ class _SQLiteAppender:
         extra: Sequence[tuple[Any, list[Any]]],
         remembered: dict[str, tuple[int, str | None]],
     ) -> None:
-        conn = self._conn
+        conn = self._cursor
         self._begin()
         trusted = False  # whether a remembered tip was used
         try:
