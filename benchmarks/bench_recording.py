@@ -258,7 +258,7 @@ def recording_figures(tmp: Path, quick: bool) -> list[Figure]:
     rows = probe_rows(tmp)
     figures: list[Figure] = []
     es_figures: list[Figure] = []
-    rounds = 5 if quick else 9
+    rounds = 5 if quick else 15
     durabilities: tuple[Durability, ...] = ("normal", "full", "batch")
     for durability in durabilities:
         per_txn = _PER_TXN[durability]
@@ -302,7 +302,7 @@ def recording_figures(tmp: Path, quick: bool) -> list[Figure]:
                     limit=1.5,
                     note=note,
                     why=_WHY_BARE[
-                        "batch" if durability == "batch" else "put" if call == "put" else "other"
+                        "put" if call == "put" else "batch" if durability == "batch" else "other"
                     ],
                 )
             )
