@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +36,9 @@ HERE = Path(__file__).resolve().parent
 
 _METHOD = """\
 How to read it. Every figure is timed beside its baseline, in the same run and
-the same rounds; each number is the median over rounds of the round's mean.
+the same rounds; per-call numbers are means over every call (the cyclic
+garbage collector off while timing, as `timeit` does), whole operations the
+median of a few repeats.
 
 - *Ledger cost per call*: a butler call with its ledger minus the same
   datastore operation alone. Its *bare* baseline is that datastore operation
@@ -47,8 +50,10 @@ the same rounds; each number is the median over rounds of the round's mean.
   (`insert_events`, its connections at the same `synchronous`, a payload as
   long as our row; in `batch`, 1000 events per call). The four are timed call
   by call in rotation, so that a cache or disk state left by one operation
-  falls on all. Puts run with the datastore's fsync off on every side (its
-  jitter would drown the difference); the whole quantum has real fsynced puts.
+  falls on all. The datastores of these figures live on tmpfs (`/dev/shm`)
+  where there is one, so that the writeback of the puts' files, which lands
+  at random on whatever runs then, stays out of differences of µs; ledgers
+  and baseline databases are on the disk. The whole quantum runs on the disk.
 - *Whole quantum*: 100 inputs checked with `stored_many`, 100 `get`, 10 `put`,
   `extract_provenance_data`, with our ledger file at `normal` against
   upstream's butler (which keeps no durable record), both built outside the
@@ -140,10 +145,17 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     figures: list[Figure] = []
-    with tempfile.TemporaryDirectory(prefix="qledger-bench-", dir=args.tmp) as d:
+    shm = Path("/dev/shm")
+    in_memory = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    with (
+        tempfile.TemporaryDirectory(prefix="qledger-bench-", dir=args.tmp) as d,
+        tempfile.TemporaryDirectory(prefix="qledger-bench-", dir=in_memory) as stores,
+    ):
         tmp = Path(d)
         where = machine(tmp)
-        for step in (recording_figures, quantum_figures, replay_figures):
+        print("… recording_figures", flush=True)
+        figures += recording_figures(tmp, args.quick, Path(stores))
+        for step in (quantum_figures, replay_figures):
             print(f"… {step.__name__}", flush=True)
             figures += step(tmp, args.quick)
         print("… scaling_figures", flush=True)
