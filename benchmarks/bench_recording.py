@@ -52,9 +52,9 @@ _CALLS = ("stored", "get", "put")
 # Why a missed target's remaining cost cannot be removed (shown only when missed).
 _WHY_BARE = {
     "batch": "In batch the bare baseline is an amortised executemany (~3.5 µs a row); each of "
-    "our events also pays a SHA-256 of the row for the chain (~1 µs), its timestamp and id "
-    "text (~1 µs) and the butler's call record (~1.5 µs): Python per event that only an "
-    "append path in C would remove.",
+    "our events also pays a SHA-256 of the row for the chain (~1 µs), the call's record "
+    "with its timestamp (~1 µs) and the butler's checks and buffering (~1 µs): Python per "
+    "event that only an append path written in C would remove.",
     "put": "Recording a put builds the event's detail (the artifact's datastore record as "
     "canonical JSON, ~4 µs), hashes a ~550-character row and commits it right after the "
     "put's file system calls, where the ledger's longer Python path runs on colder caches "
