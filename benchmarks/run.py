@@ -48,9 +48,9 @@ median of a few repeats.
   rows buffered and inserted 1000 per transaction), minus the operation
   alone; the *eventsourcing* baseline likewise, with its SQLite recorder
   (`insert_events`, its connections at the same `synchronous`, a payload as
-  long as our row; in `batch`, 1000 events per call). The four are timed call
-  by call in rotation, so that a cache or disk state left by one operation
-  falls on all. The datastores of these figures live on tmpfs (`/dev/shm`)
+  long as our row; in `batch`, 1000 events per call). All of them are timed
+  call by call in rotation, so that a cache or disk state left by one
+  operation falls on all. The datastores of these figures live on tmpfs (`/dev/shm`)
   where there is one, so that the writeback of the puts' files, which lands
   at random on whatever runs then, stays out of differences of µs; ledgers
   and baseline databases are on the disk. The whole quantum runs on the disk.
