@@ -22,7 +22,15 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["datasets", "events", "ledger_info", "metadata", "quanta"]
+__all__ = [
+    "dataset_locations",
+    "datasets",
+    "events",
+    "ingests",
+    "ledger_info",
+    "metadata",
+    "quanta",
+]
 
 # Stable constraint names, so migrations on SQLite (batch mode) and PostgreSQL agree.
 metadata = MetaData(
@@ -104,3 +112,40 @@ events = Table(
 # quantum, so this index costs nothing on the per-event hot path. `events` keeps only
 # its UNIQUE(quantum_id, quantum_seq): every further index there costs a page per commit.
 Index("ix_datasets_dataset_id", datasets.c.dataset_id)
+
+# --- the central ledger (revision 0003): empty in a one-quantum ledger ----------------
+
+ingests = Table(
+    "ingests",
+    metadata,
+    Column("quantum_id", _UUID, primary_key=True),
+    Column("first_quantum_seq", Integer, primary_key=True),
+    Column("last_quantum_seq", Integer, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    Column("n_events", Integer, nullable=False),
+    Column("source", Text, nullable=False, comment="path or URL the events came from"),
+    Column("ingested_at", Text, nullable=False, comment="UTC ISO-8601"),
+    Column("ingested_by", Text, nullable=False, comment="host:pid of the ingest"),
+    comment="Each range of a quantum's events copied in by qledger ingest, and its source.",
+)
+
+dataset_locations = Table(
+    "dataset_locations",
+    metadata,
+    Column("dataset_id", _UUID, primary_key=True),
+    Column("datastore_name", Text, primary_key=True),
+    Column("quantum_id", _UUID, nullable=False, comment="the producer"),
+    Column("dataset_type", Text, nullable=False),
+    Column("storage_class", Text, nullable=False),
+    Column("run", Text, nullable=False),
+    Column("data_id", Text, nullable=False, comment="JSON object"),
+    Column("records", Text, nullable=False, comment="JSON: table -> records"),
+    Column("transferred_at", Text, nullable=False, comment="UTC ISO-8601"),
+    comment="Actual outputs imported by collect_and_transfer, with their datastore records.",
+)
+
+Index(
+    "ix_dataset_locations_dataset_type_run",
+    dataset_locations.c.dataset_type,
+    dataset_locations.c.run,
+)
