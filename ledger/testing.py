@@ -12,17 +12,26 @@ ledgers and a real `FileDatastore`, exactly as quantum-ledger's own tests do::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .butler import QuantumBackedButler
 from .datastore import FileDatastore
 from .model import DatasetRef, DatasetType
+from .provenance import QuantumProvenanceData
 from .quantum import Quantum
 from .records import DatastoreRecordData
 
-__all__ = ["QuantumFixture", "make_dataset_type", "make_quantum", "make_ref"]
+__all__ = [
+    "PipelineRun",
+    "QuantumFixture",
+    "make_dataset_type",
+    "make_quantum",
+    "make_ref",
+    "run_pipeline",
+]
 
 DEFAULT_RUN = "test/run"
 DEFAULT_DIMENSIONS = ("instrument", "visit", "detector")
@@ -149,3 +158,148 @@ def make_quantum(
         outputs=outputs,
         missing=missing,
     )
+
+
+# --- a small pipeline, one ledger per quantum -------------------------------------------
+
+
+@dataclass
+class PipelineRun:
+    """What `run_pipeline` ran: each quantum, its ledger, and its provenance (None if it failed)."""
+
+    root: Path
+    quanta: list[Quantum]
+    ledgers: list[Path]
+    provenance: list[QuantumProvenanceData | None]
+    #: Dataset type name -> refs, in the order they were predicted.
+    refs: dict[str, list[DatasetRef]]
+
+
+def run_pipeline(
+    root: str | Path,
+    ledgers: str | Path,
+    *,
+    visits: int = 3,
+    detectors: int = 2,
+    fail: Collection[tuple[str, int, int]] = (),
+    durability: Any = "normal",
+) -> PipelineRun:
+    """Run isr -> calibrate -> coadd over real files, each quantum into its own ledger.
+
+    ``isr`` (visit, detector) reads ``raw`` and a ``bias``, and checks and defers a
+    ``flat`` it then marks unused; ``calibrate`` reads ``postISRCCD`` and writes ``src``
+    and ``calexp``; ``coadd`` (per detector, as ``visit`` 0) checks every
+    visit's ``calexp`` with ``stored_many`` and reads those present. A
+    ``(task, visit, detector)`` in ``fail`` raises after its first output, so
+    its downstream quanta find inputs missing. Ledgers are
+    ``LEDGERS/{task}-v{visit}-d{detector}.ledger``.
+    """
+    root, ledger_dir = Path(root), Path(ledgers)
+    ledger_dir.mkdir(parents=True, exist_ok=True)
+    repo = FileDatastore(root, fsync=False)
+    run = PipelineRun(root=root, quanta=[], ledgers=[], provenance=[], refs={})
+
+    def ref(name: str, visit: int, detector: int) -> DatasetRef:
+        made = make_ref(name, visit, detector=detector, run="pipeline/run")
+        run.refs.setdefault(name, []).append(made)
+        return made
+
+    for d in range(detectors):
+        repo.put({"level": 100 + d}, ref("bias", 0, d))
+        repo.put({"gain": 1.0}, ref("flat", 0, d))
+        for v in range(1, visits + 1):
+            repo.put(
+                {"pixels": [100 + (v * 7 + d * 3 + i) % 50 for i in range(16)]}, ref("raw", v, d)
+            )
+
+    def execute(task: str, visit: int, detector: int, quantum: Quantum) -> None:
+        ledger = ledger_dir / f"{task}-v{visit}-d{detector}.ledger"
+        provenance: QuantumProvenanceData | None = None
+        try:
+            with QuantumBackedButler.initialize(
+                root, quantum, ledger=ledger, durability=durability
+            ) as butler:
+                _PIPELINE_TASKS[task](butler, quantum, (task, visit, detector) in fail)
+                provenance = butler.extract_provenance_data()
+        except _InjectedFailureError:
+            pass
+        if provenance is not None:
+            repo.import_records(provenance.datastore_records)
+        run.quanta.append(quantum)
+        run.ledgers.append(ledger)
+        run.provenance.append(provenance)
+
+    def quantum(
+        task: str,
+        visit: int,
+        detector: int,
+        inputs: dict[str, list[DatasetRef]],
+        outputs: dict[str, list[DatasetRef]],
+    ) -> Quantum:
+        refs = [r for group in inputs.values() for r in group]
+        return Quantum(
+            task_label=task,
+            data_id={"instrument": "DemoCam", "visit": visit, "detector": detector},
+            inputs={k: tuple(v) for k, v in inputs.items()},
+            outputs={k: tuple(v) for k, v in outputs.items()},
+            datastore_records=dict(repo.export_records([r for r in refs if repo.exists(r)])),
+        )
+
+    for task in ("isr", "calibrate"):
+        for v in range(1, visits + 1):
+            for d in range(detectors):
+                if task == "isr":
+                    inputs = {
+                        "raw": [ref("raw", v, d)],
+                        "bias": [ref("bias", 0, d)],
+                        "flat": [ref("flat", 0, d)],
+                    }
+                    outputs = {"postISRCCD": [ref("postISRCCD", v, d)]}
+                else:
+                    inputs = {"postISRCCD": [ref("postISRCCD", v, d)]}
+                    outputs = {"src": [ref("src", v, d)], "calexp": [ref("calexp", v, d)]}
+                execute(task, v, d, quantum(task, v, d, inputs, outputs))
+    for d in range(detectors):
+        inputs = {"calexp": [ref("calexp", v, d) for v in range(1, visits + 1)]}
+        outputs = {"deepCoadd": [ref("deepCoadd", 0, d)]}
+        execute("coadd", 0, d, quantum("coadd", 0, d, inputs, outputs))
+    return run
+
+
+class _InjectedFailureError(RuntimeError):
+    """The failure `run_pipeline` injects into a quantum."""
+
+
+def _isr(butler: QuantumBackedButler, quantum: Quantum, fail: bool) -> None:
+    (raw,) = quantum.inputs["raw"]
+    (bias,) = quantum.inputs["bias"]
+    (flat,) = quantum.inputs["flat"]
+    if butler.stored(flat):
+        butler.getDeferred(flat)
+    level = butler.get(bias)["level"]
+    pixels = [p - level for p in butler.get(raw)["pixels"]]
+    butler.markInputUnused(flat)  # the flat was not needed after all
+    butler.put({"pixels": pixels}, quantum.outputs["postISRCCD"][0])
+
+
+def _calibrate(butler: QuantumBackedButler, quantum: Quantum, fail: bool) -> None:
+    (exposure,) = quantum.inputs["postISRCCD"]
+    pixels = butler.get(exposure)["pixels"]
+    butler.put({"n_sources": sum(p > 20 for p in pixels)}, quantum.outputs["src"][0])
+    if fail:
+        raise _InjectedFailureError("calibrate failed on purpose")
+    butler.put({"pixels": pixels, "zero_point": 27.0}, quantum.outputs["calexp"][0])
+
+
+def _coadd(butler: QuantumBackedButler, quantum: Quantum, fail: bool) -> None:
+    refs = list(quantum.inputs["calexp"])
+    present = butler.stored_many(refs)
+    images = [butler.get(r) for r in refs if present[r]]
+    butler.put({"n_visits": len(images)}, quantum.outputs["deepCoadd"][0])
+
+
+_PIPELINE_TASKS: dict[str, Callable[[QuantumBackedButler, Quantum, bool], None]] = {
+    "isr": _isr,
+    "calibrate": _calibrate,
+    "coadd": _coadd,
+}

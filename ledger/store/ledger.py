@@ -260,10 +260,19 @@ class Ledger:
         outcome: str | Sequence[str] | None = None,
         attempt: int | None = None,
         until: int | datetime | None = None,
+        after_seq: int | None = None,
     ) -> Iterator[Event]:
-        """Typed events in ``seq`` order, filtered; all quanta when ``quantum_id`` is None."""
+        """Typed events in ``seq`` order, filtered; all quanta when ``quantum_id`` is None.
+
+        ``after_seq`` keeps only events with a larger ``seq``: a follower passes
+        the last ``seq`` it saw (or `high_water_mark` from before) and never
+        misses one, because writers commit in ``seq`` order (see `follow`).
+        """
         where: list[str] = []
         params: list[Any] = []
+        if after_seq is not None:
+            where.append("seq > ?")
+            params.append(int(after_seq))
         if quantum_id is not None:
             where.append("quantum_id = ?")
             params.append(self.resolve_quantum(quantum_id))
@@ -294,6 +303,25 @@ class Ledger:
                     "is damaged: restore it from a copy (sqlite3's .recover salvages readable rows)"
                 ) from e
             yield event
+
+    def high_water_mark(self) -> int:
+        """The largest committed ``seq`` (0 when empty): every event up to it is visible.
+
+        Writers hold one lock from their first insert to their commit (SQLite's
+        ``BEGIN IMMEDIATE``, a PostgreSQL advisory lock), so ``seq`` order is
+        commit order and no event at or below the mark can still appear later.
+        """
+        rows = list(self.rows("SELECT COALESCE(MAX(seq), 0) FROM events"))
+        return int(rows[0][0])
+
+    def follow(self, after_seq: int = 0, *, limit: int = 10_000) -> list[EventRow]:
+        """Up to ``limit`` stored rows with ``seq`` above ``after_seq``, in ``seq`` order.
+
+        A reader of a central ledger polls with the last ``seq`` it saw; because
+        ``seq`` order is commit order, it never skips an event that commits late.
+        """
+        sql = _EVENT_SELECT + " WHERE seq > ? ORDER BY seq LIMIT ?"
+        return [EventRow(*row) for row in self.rows(sql, [int(after_seq), int(limit)])]
 
     @staticmethod
     def _until(until: int | datetime | None, where: list[str], params: list[Any]) -> None:

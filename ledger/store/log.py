@@ -37,7 +37,17 @@ from ..events import EVENT_COLUMNS, chain_hash, utc_now
 from . import migrate
 from .schema import events, ledger_info
 
-__all__ = ["Durability", "Entry", "EventLog", "PendingCall", "is_sqlite_target", "sqlite_path"]
+__all__ = [
+    "Durability",
+    "Entry",
+    "EventLog",
+    "PendingCall",
+    "create_ledger_file",
+    "ensure_schema",
+    "is_sqlite_target",
+    "lock_event_order",
+    "sqlite_path",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -254,9 +264,9 @@ class _CoreAppender:
             for table, rows in extra:
                 if rows:
                     conn.execute(insert(table), rows)
+            lock_event_order(conn)
             tips: dict[str, tuple[int, str | None]] = {}
             for qid in sorted({c.quantum_id for c in calls}):
-                _lock_quantum(conn, qid)
                 tip = conn.execute(text(_TIP_SQL.replace("?", ":qid")), {"qid": qid}).fetchone()
                 tips[qid] = (tip[0], tip[1]) if tip else (0, None)
             rows = chain_rows(calls, tips)
@@ -275,12 +285,22 @@ class _CoreAppender:
         self._engine.dispose()
 
 
-def _lock_quantum(conn: Connection, quantum_id: str) -> None:
-    """Serialise appends to one quantum's chain on a server database."""
+#: The advisory lock every PostgreSQL writer of events holds until it commits.
+EVENT_ORDER_LOCK = 0x71_6C_65_64_67_65_72  # "qledger"
+
+
+def lock_event_order(conn: Connection) -> None:
+    """Serialise the writers of ``events`` on a server database, until commit.
+
+    A global sequence hands out ``seq`` at insert time but rows become visible at
+    commit: two overlapping writers could commit ``seq`` 7 after a reader has
+    seen 8, and a reader following by ``seq`` would skip 7 for good. Holding one
+    lock from before the first insert until commit makes ``seq`` order the
+    commit order (SQLite's ``BEGIN IMMEDIATE`` does the same on a file). It also
+    serialises appends to each quantum's chain.
+    """
     if conn.dialect.name == "postgresql":
-        conn.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:q, 0))"), {"q": quantum_id}
-        )
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVENT_ORDER_LOCK})
 
 
 class EventLog:
@@ -313,11 +333,7 @@ class EventLog:
             self._appender: _Appender = self._open_sqlite(sqlite_path(self.target), create)
         else:
             engine = create_engine(self.target)
-            with engine.begin() as conn:
-                if migrate.current_revision(conn) is None and create:
-                    migrate.upgrade(conn)
-                    _write_info(conn)
-                migrate.check_schema(conn, self.where)
+            ensure_schema(engine, self.where, create=create)
             self._appender = _CoreAppender(engine, self.where)
 
     # --- opening ----------------------------------------------------------
@@ -330,7 +346,7 @@ class EventLog:
         if not (os.path.exists(path) and os.path.getsize(path) > 0):
             if not create:
                 raise LedgerNotFoundError(f"no ledger at {path}")
-            _create_file(path)
+            create_ledger_file(path)
         self._take_writer_lock(path)
         conn = sqlite3.connect(path, check_same_thread=False, timeout=_BUSY_TIMEOUT_S)
         try:
@@ -407,10 +423,21 @@ class EventLog:
         self.close()
 
 
-# --- creation and schema checks (SQLite) --------------------------------------
+# --- creation and schema checks --------------------------------------------------
 
 
-def _create_file(path: str) -> None:
+def ensure_schema(engine: Engine, where: str, *, create: bool) -> None:
+    """Check a server database's schema; with ``create``, first create it when empty."""
+    with engine.begin() as conn:
+        if create and migrate.current_revision(conn) is None:
+            lock_event_order(conn)  # two first writers: one creates, the other waits
+            if migrate.current_revision(conn) is None:
+                migrate.upgrade(conn)
+                _write_info(conn)
+        migrate.check_schema(conn, where)
+
+
+def create_ledger_file(path: str) -> None:
     """Create a ledger at ``path`` atomically: build it aside, then link it into place.
 
     Several processes may race to create the same ledger; ``os.link`` refuses to

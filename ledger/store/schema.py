@@ -134,7 +134,7 @@ dataset_locations = Table(
     metadata,
     Column("dataset_id", _UUID, primary_key=True),
     Column("datastore_name", Text, primary_key=True),
-    Column("quantum_id", _UUID, nullable=False, comment="the producer"),
+    Column("quantum_id", _UUID, nullable=True, comment="the producer, when known"),
     Column("dataset_type", Text, nullable=False),
     Column("storage_class", Text, nullable=False),
     Column("run", Text, nullable=False),

@@ -18,7 +18,7 @@ from ..events import EventKind, EventRow, Outcome, chain_hash, definition_digest
 if TYPE_CHECKING:
     from .ledger import Ledger
 
-__all__ = ["Head", "VerifyReport", "verify_ledger"]
+__all__ = ["Head", "VerifyReport", "row_is_sound", "row_problem", "verify_ledger"]
 
 _KINDS = frozenset(k.value for k in EventKind)
 _OUTCOMES = frozenset(o.value for o in Outcome)
@@ -116,6 +116,27 @@ def _check_row(r: EventRow, tip: tuple[int, str | None]) -> str | None:
     return None
 
 
+def row_is_sound(raw: Sequence[Any], tip: tuple[int, str | None]) -> bool:
+    """Whether an ``events`` row (all columns, `EventRow` order) chains soundly onto ``tip``.
+
+    The fast path for the common case: the columns line up as `chain_hash`'s
+    arguments, so no per-row object is built. `row_problem` says what is wrong.
+    """
+    return (
+        raw[2] == tip[0] + 1
+        and raw[12] == tip[1]
+        and raw[5] in _KINDS
+        and raw[7] in _OUTCOMES
+        and chain_hash(*raw[1:13]) == raw[13]
+        and (raw[10] is None or _is_json_object(raw[10]))
+    )
+
+
+def row_problem(raw: Sequence[Any], tip: tuple[int, str | None]) -> str | None:
+    """What is wrong with an ``events`` row given its quantum's previous row, or None."""
+    return _check_row(EventRow(*raw), tip)
+
+
 def _is_json_object(text: str) -> bool:
     try:
         return isinstance(json.loads(text), dict)
@@ -139,16 +160,7 @@ def verify_ledger(ledger: Ledger, heads: Sequence[Head] = ()) -> VerifyReport:
         count += 1
         qid = raw[1]
         tip = tips.get(qid, (0, None))
-        # Fast path for a sound row (the common case): the columns line up as
-        # chain_hash's arguments, so no per-row object is built.
-        if (
-            raw[2] == tip[0] + 1
-            and raw[12] == tip[1]
-            and raw[5] in _KINDS
-            and raw[7] in _OUTCOMES
-            and chain_hash(*raw[1:13]) == raw[13]
-            and (raw[10] is None or _is_json_object(raw[10]))
-        ):
+        if row_is_sound(raw, tip):
             tips[qid] = (raw[2], raw[13])
             if raw[5] == "quantum_started" and qid not in started:
                 started[qid] = json.loads(raw[10] or "{}").get("definition")

@@ -47,7 +47,7 @@ def upgrade() -> None:
         "dataset_locations",
         sa.Column("dataset_id", sa.String(36), nullable=False),
         sa.Column("datastore_name", sa.Text(), nullable=False),
-        sa.Column("quantum_id", sa.String(36), nullable=False, comment="the producer"),
+        sa.Column("quantum_id", sa.String(36), nullable=True, comment="the producer, when known"),
         sa.Column("dataset_type", sa.Text(), nullable=False),
         sa.Column("storage_class", sa.Text(), nullable=False),
         sa.Column("run", sa.Text(), nullable=False),

@@ -1,0 +1,445 @@
+"""``qledger ingest``: merge ledger files into one central ledger, idempotently.
+
+Each source is read whole through a read-only connection (its bytes never
+change), its hash chains checked, then written with others in one transaction
+per batch. Inside that transaction — the only writer of events until it
+commits — the target's chains of the batch's quanta are read, and per quantum
+only the events past the target's tip are copied, keeping their
+``quantum_seq``, ``prev_hash`` and ``hash``: re-ingesting adds nothing, a
+ledger that grew since (a retry) adds its tail, and a source that disagrees
+with the target at some ``(quantum_id, quantum_seq)`` is refused whole, its
+report naming both sources. A source that cannot be read is reported and
+skipped; the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote
+
+import structlog
+from pydantic import BaseModel
+from sqlalchemy import Connection, Engine, select
+
+from ..errors import (
+    IngestConflictError,
+    LedgerCorruptError,
+    LedgerError,
+    LedgerNotFoundError,
+    NotALedgerError,
+    SchemaTooNewError,
+    TamperedError,
+)
+from ..events import EVENT_COLUMNS, definition_digest, utc_now
+from ..store import migrate
+from ..store.log import translate_sqlite_error
+from ..store.schema import events, ingests, quanta
+from ..store.verify import dataset_columns, quanta_columns, row_is_sound, row_problem
+from .target import chunks, open_target, placeholders, write_transaction
+
+__all__ = [
+    "SOURCE_SUFFIXES",
+    "IngestReport",
+    "SourceProblem",
+    "expand_sources",
+    "ingest",
+    "read_source",
+]
+
+_log = structlog.get_logger(__name__)
+
+#: File names a directory given to ingest is searched for.
+SOURCE_SUFFIXES = (".ledger", ".sqlite", ".sqlite3", ".db")
+
+_QUANTA = quanta_columns()
+_DATASETS = dataset_columns()
+_EVENTS = EVENT_COLUMNS[1:]  # all but seq: the target numbers its own
+_INGESTS = tuple(c.name for c in ingests.columns)
+
+
+def _quoted(columns: Sequence[str]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)  # "user" is reserved on PostgreSQL
+
+
+class SourceProblem(BaseModel):
+    """A source that was not ingested, and why."""
+
+    source: str
+    kind: Literal["unreadable", "tampered", "conflict"]
+    message: str
+
+
+class IngestReport(BaseModel):
+    """What an ingest did: counts, problems, and the target's high-water mark after it."""
+
+    target: str
+    sources: int = 0
+    ingested: int = 0
+    unchanged: int = 0
+    quanta: int = 0
+    events: int = 0
+    datasets: int = 0
+    problems: list[SourceProblem] = []
+    seconds: float = 0.0
+    high_water_mark: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when every source was ingested (or was there already)."""
+        return not self.problems
+
+    def summary(self) -> str:
+        """One line for people."""
+        rate = self.sources / self.seconds if self.seconds > 0 else 0.0
+        problems = f", {len(self.problems)} not ingested" if self.problems else ""
+        return (
+            f"{self.sources:,} ledgers read in {self.seconds:.1f} s ({rate:,.0f}/s): "
+            f"{self.ingested:,} added {self.events:,} events of {self.quanta:,} quanta and "
+            f"{self.datasets:,} dataset rows, {self.unchanged:,} were there already{problems}; "
+            f"{self.target} is at seq {self.high_water_mark:,}"
+        )
+
+
+@dataclass
+class _Source:
+    """A source ledger's rows, read whole (event rows in `EventRow` order, with seq)."""
+
+    name: str
+    quanta: list[tuple[Any, ...]]
+    datasets: dict[str, list[tuple[Any, ...]]]
+    events: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+
+    @property
+    def n_events(self) -> int:
+        return sum(len(rows) for rows in self.events.values())
+
+
+def expand_sources(items: Iterable[str], from_list: Iterable[str] = ()) -> list[str]:
+    """Paths to ingest: files as given, directories searched for ledger files, a list's lines.
+
+    Directories are walked recursively for names ending in `SOURCE_SUFFIXES`, in
+    sorted order; blank lines and ``#`` comments of a list are skipped; a path
+    given twice is read once.
+    """
+    found: list[str] = []
+    for line in from_list:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            found.append(line)
+    for item in items:
+        if os.path.isdir(item):
+            for root, dirs, files in os.walk(item):
+                dirs.sort()
+                found.extend(
+                    os.path.join(root, f) for f in sorted(files) if f.endswith(SOURCE_SUFFIXES)
+                )
+        else:
+            found.append(item)
+    seen: set[str] = set()
+    unique = []
+    for path in found:
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
+
+
+def read_source(path: str, *, verify: bool = True) -> _Source:
+    """Read a ledger file whole, read-only, and check its chains.
+
+    Raises:
+        LedgerNotFoundError, NotALedgerError, SchemaTooNewError, LedgerCorruptError:
+            the file cannot be read as a ledger.
+        TamperedError: a hash chain (or a quantum's definition) does not verify.
+    """
+    if not os.path.isfile(path):
+        raise LedgerNotFoundError(f"no ledger at {path}")
+    try:
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise translate_sqlite_error(e, path) from e
+    try:
+        try:
+            revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" not in str(e):
+                raise
+            raise NotALedgerError(
+                f"{path} is a database but not a ledger (no quantum-ledger schema in it)"
+            ) from e
+        # The tables read here are the same at every revision so far: older ones are welcome.
+        if revision is None or revision[0] not in migrate.known_revisions():
+            raise SchemaTooNewError(
+                f"{path} has schema revision {revision[0] if revision else None}, unknown to "
+                "this library: it was written by a newer quantum-ledger (upgrade the library)"
+            )
+        source = _Source(
+            name=path,
+            quanta=conn.execute(f"SELECT {_quoted(_QUANTA)} FROM quanta").fetchall(),
+            datasets={},
+        )
+        for row in conn.execute(f"SELECT {_quoted(_DATASETS)} FROM datasets"):
+            source.datasets.setdefault(row[0], []).append(row)
+        for row in conn.execute("SELECT " + ", ".join(EVENT_COLUMNS) + " FROM events ORDER BY seq"):
+            source.events.setdefault(row[1], []).append(row)
+    except sqlite3.Error as e:
+        raise translate_sqlite_error(e, path) from e
+    finally:
+        conn.close()
+    if verify:
+        _check_source(source)
+    return source
+
+
+def _check_source(source: _Source) -> None:
+    """Refuse a source whose chains or definitions do not verify (nothing of it is copied)."""
+    known = {row[0] for row in source.quanta}
+    for qid, rows in source.events.items():
+        if qid not in known:
+            raise LedgerCorruptError(f"{source.name}: quantum {qid} has events but no quanta row")
+        tip: tuple[int, str | None] = (0, None)
+        for raw in rows:
+            if not row_is_sound(raw, tip):
+                problem = row_problem(raw, tip) or "the row does not verify"
+                raise TamperedError(
+                    f"{source.name}: quantum {qid}: {problem}; not ingested "
+                    f'(run "qledger verify {source.name}")'
+                )
+            tip = (raw[2], raw[13])
+        started = rows[0]
+        if started[5] == "quantum_started" and started[10]:
+            expected = json.loads(started[10]).get("definition")
+            quanta_row = next(row for row in source.quanta if row[0] == qid)
+            actual = definition_digest(quanta_row, source.datasets.get(qid, []))
+            if expected is not None and expected != actual:
+                raise TamperedError(
+                    f"{source.name}: quantum {qid}: its quanta/datasets rows differ from those "
+                    f'recorded at its start; not ingested (run "qledger verify {source.name}")'
+                )
+
+
+class _Batch:
+    """Sources staged for one transaction, and the rows they add."""
+
+    def __init__(self) -> None:
+        self.sources: list[_Source] = []
+        self.n_events = 0
+
+    def add(self, source: _Source) -> None:
+        self.sources.append(source)
+        self.n_events += source.n_events
+
+
+def ingest(
+    target: str | os.PathLike[str],
+    sources: Iterable[str],
+    *,
+    verify: bool = True,
+    batch_events: int = 50_000,
+    batch_sources: int = 500,
+    progress: Callable[[str], None] | None = None,
+) -> IngestReport:
+    """Copy the quanta, datasets and events of ledger files into ``target``.
+
+    Args:
+        target: a SQLite path or a database URL; created when new.
+        sources: paths of ledger files (see `expand_sources` for directories).
+        verify: check each source's hash chains and definitions first (a
+            source that fails is refused whole). On by default.
+        batch_events, batch_sources: a transaction is committed when the staged
+            sources reach either bound.
+        progress: called with each source's path once it is read.
+
+    Returns:
+        An `IngestReport`; sources that could not be ingested are in its
+        ``problems`` (the others are ingested all the same).
+
+    Raises:
+        LedgerError: the target cannot be opened or written.
+    """
+    started = time.perf_counter()
+    where = migrate.display_target(os.fspath(target))
+    log = _log.bind(target=where)
+    report = IngestReport(target=where)
+    engine = open_target(target)
+    try:
+        batch = _Batch()
+        for path in sources:
+            report.sources += 1
+            try:
+                source = read_source(path, verify=verify)
+            except LedgerError as e:
+                kind: Literal["unreadable", "tampered"] = (
+                    "tampered" if isinstance(e, TamperedError) else "unreadable"
+                )
+                report.problems.append(SourceProblem(source=path, kind=kind, message=str(e)))
+                log.warning("source skipped", source=path, reason=str(e))
+            else:
+                batch.add(source)
+            if progress is not None:
+                progress(path)
+            if batch.n_events >= batch_events or len(batch.sources) >= batch_sources:
+                _write(engine, batch, report, where)
+                batch = _Batch()
+        if batch.sources:
+            _write(engine, batch, report, where)
+        with engine.connect() as conn:
+            report.high_water_mark = int(
+                conn.exec_driver_sql("SELECT COALESCE(MAX(seq), 0) FROM events").scalar_one()
+            )
+    finally:
+        engine.dispose()
+    report.seconds = time.perf_counter() - started
+    log.info("ingest done", **report.model_dump(exclude={"problems", "target"}))
+    return report
+
+
+def _write(engine: Engine, batch: _Batch, report: IngestReport, where: str) -> None:
+    """Write one batch in one transaction, refusing sources that conflict."""
+    by = f"{socket.gethostname()}:{os.getpid()}"
+    with engine.begin() as conn:
+        write_transaction(conn)
+        qids = sorted(
+            {qid for s in batch.sources for qid in s.events}
+            | {row[0] for s in batch.sources for row in s.quanta}
+        )
+        chains, known = _existing(conn, qids)
+        new_events: list[tuple[Any, ...]] = []
+        new_quanta: list[tuple[Any, ...]] = []
+        new_datasets: list[tuple[Any, ...]] = []
+        new_ingests: list[tuple[Any, ...]] = []
+        now = utc_now()
+        for source in batch.sources:
+            try:
+                tails = _tails(conn, source, chains, where)
+            except IngestConflictError as e:
+                report.problems.append(
+                    SourceProblem(source=source.name, kind="conflict", message=str(e))
+                )
+                _log.warning("source conflicts", source=source.name, reason=str(e))
+                continue
+            added = 0
+            for qid, tail in tails.items():
+                if not tail:
+                    continue
+                chain = chains.setdefault(qid, {})
+                for raw in tail:
+                    chain[raw[2]] = (raw[13], source.name)
+                new_events.extend(raw[1:] for raw in tail)
+                new_ingests.append(
+                    (qid, tail[0][2], tail[-1][2], tail[-1][13], len(tail), source.name, now, by)
+                )
+                added += len(tail)
+                report.quanta += 1
+            for row in source.quanta:
+                if row[0] not in known:
+                    known.add(row[0])
+                    new_quanta.append(row)
+                    new_datasets.extend(source.datasets.get(row[0], []))
+            report.events += added
+            if added:
+                report.ingested += 1
+            else:
+                report.unchanged += 1
+        report.datasets += len(new_datasets)
+        for table, columns, rows in (
+            ("quanta", _QUANTA, new_quanta),
+            ("datasets", _DATASETS, new_datasets),
+            ("events", _EVENTS, new_events),
+            ("ingests", _INGESTS, new_ingests),
+        ):
+            if rows:
+                conn.exec_driver_sql(
+                    f"INSERT INTO {table} ({_quoted(columns)}) "
+                    f"VALUES ({placeholders(conn, len(columns))})",
+                    rows,
+                )
+
+
+def _existing(
+    conn: Connection, qids: Sequence[str]
+) -> tuple[dict[str, dict[int, tuple[str, str | None]]], set[str]]:
+    """The target's chains of these quanta (quantum_seq -> (hash, source)) and known quanta."""
+    chains: dict[str, dict[int, tuple[str, str | None]]] = {}
+    known: set[str] = set()
+    for chunk in chunks(qids):
+        for qid, qseq, digest in conn.execute(
+            select(events.c.quantum_id, events.c.quantum_seq, events.c.hash).where(
+                events.c.quantum_id.in_(chunk)
+            )
+        ):
+            chains.setdefault(qid, {})[qseq] = (digest, None)
+        known.update(
+            conn.execute(
+                select(quanta.c.quantum_id).where(quanta.c.quantum_id.in_(chunk))
+            ).scalars()
+        )
+    return chains, known
+
+
+def _tails(
+    conn: Connection,
+    source: _Source,
+    chains: dict[str, dict[int, tuple[str, str | None]]],
+    where: str,
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Per quantum, the source's events past the target's tip (checked to agree before it).
+
+    Raises:
+        IngestConflictError: the source and the target differ at some quantum_seq.
+    """
+    tails: dict[str, list[tuple[Any, ...]]] = {}
+    for qid, rows in source.events.items():
+        chain = chains.get(qid, {})
+        tip = max(chain, default=0)
+        for raw in rows:
+            qseq = raw[2]
+            if qseq > tip:
+                break
+            held = chain.get(qseq)
+            if held is None or held[0] != raw[13]:
+                raise IngestConflictError(
+                    f"{source.name}: quantum {qid} quantum_seq {qseq} differs from the event "
+                    f"{where} holds there ({_origin(conn, qid, qseq, held, where)}); the two "
+                    "ledgers recorded different histories of one quantum, so this one was not "
+                    "ingested (verify both, and keep the genuine one)"
+                )
+        tail = [raw for raw in rows if raw[2] > tip]
+        if tail and (tail[0][2] != tip + 1 or tail[0][12] != chain.get(tip, (None,))[0]):
+            raise IngestConflictError(
+                f"{source.name}: quantum {qid} continues at quantum_seq {tail[0][2]}, which does "
+                f"not chain onto the event {where} holds at {tip} "
+                f"({_origin(conn, qid, tip, chain.get(tip), where)}); not ingested"
+            )
+        tails[qid] = tail
+    return tails
+
+
+def _origin(
+    conn: Connection,
+    qid: str,
+    qseq: int,
+    held: tuple[str, str | None] | None,
+    where: str,
+) -> str:
+    """Where the target's event at (qid, qseq) came from, for a conflict message."""
+    if held is not None and held[1] is not None:
+        return f"ingested from {held[1]} in this run"
+    row = conn.execute(
+        select(ingests.c.source, ingests.c.ingested_at).where(
+            ingests.c.quantum_id == qid,
+            ingests.c.first_quantum_seq <= qseq,
+            ingests.c.last_quantum_seq >= qseq,
+        )
+    ).first()
+    if row is None:
+        return f"recorded directly in {where}" if held is not None else "it has none"
+    return f"ingested from {row[0]} at {row[1]}"

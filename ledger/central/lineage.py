@@ -1,0 +1,332 @@
+"""Lineage: which quanta made a dataset, from what, and so on up — or down.
+
+One recursive SQL query walks the graph whose edges are *actual* inputs and
+*actual* outputs (exactly the ``provenance`` view's columns of those names):
+upstream, a dataset's producer is a quantum whose actual outputs hold it,
+whose actual inputs have producers in turn; downstream, the reverse.
+Predicted-only datasets (never read, never written) are not edges.
+
+The walk starts from the ``datasets`` table (indexed on ``dataset_id``) and
+checks each candidate edge against the events of its one quantum (the
+``(quantum_id, quantum_seq)`` index), so it never aggregates the whole log.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from ..errors import InvalidParameterError
+from ..store.ledger import Ledger
+
+__all__ = ["Lineage", "LineageDataset", "LineageEdge", "LineageQuantum", "lineage", "lineage_sql"]
+
+Direction = Literal["upstream", "downstream"]
+
+#: What lineage counts, said in every rendering.
+NOTE = "only actual inputs and actual outputs count (predicted-only datasets are not edges)"
+
+_INPUT_ROLES = "('input', 'init_input')"
+
+
+def _purge(alias: str, dialect: str) -> str:
+    if dialect == "postgresql":
+        return f"({alias}.detail::jsonb ->> 'purge') = 'true'"
+    return f"json_extract({alias}.detail, '$.purge') = 1"
+
+
+def _actual_input(d: str) -> str:
+    """SQL: the ``datasets`` row ``d`` (an input role) is an actual input of its quantum."""
+    return f"""NOT EXISTS (
+        SELECT 1 FROM events m WHERE m.quantum_id = {d}.quantum_id
+          AND m.dataset_id = {d}.dataset_id AND m.kind IN ('get', 'stored')
+          AND m.outcome = 'missing')
+      AND EXISTS (
+        SELECT 1 FROM events u WHERE u.quantum_id = {d}.quantum_id
+          AND u.dataset_id = {d}.dataset_id AND u.kind IN ('get', 'get_deferred')
+          AND u.outcome = 'ok'
+          AND NOT EXISTS (
+            SELECT 1 FROM events x WHERE x.quantum_id = u.quantum_id
+              AND x.dataset_id = u.dataset_id AND x.kind = 'mark_input_unused'
+              AND x.outcome = 'ok' AND x.quantum_seq > u.quantum_seq))"""
+
+
+def _actual_output(d: str, dialect: str) -> str:
+    """SQL: the ``datasets`` row ``d`` (role output) is an actual output of its quantum."""
+    return f"""EXISTS (
+        SELECT 1 FROM events p WHERE p.quantum_id = {d}.quantum_id
+          AND p.dataset_id = {d}.dataset_id AND p.kind = 'put' AND p.outcome = 'ok'
+          AND NOT EXISTS (
+            SELECT 1 FROM events r WHERE r.quantum_id = p.quantum_id
+              AND r.dataset_id = p.dataset_id AND r.kind = 'prune' AND r.outcome = 'ok'
+              AND {_purge("r", dialect)} AND r.quantum_seq > p.quantum_seq))"""
+
+
+def lineage_sql(direction: Direction, dialect: str) -> str:
+    """The recursive query: rows (relation, quantum_id, dataset_id, depth).
+
+    Parameters (``?``): the start dataset id, then the depth limit. Relation
+    ``output``: the quantum actually wrote the dataset; ``input``: it actually
+    read it. Depth 1 is the start's producers (upstream) or consumers.
+    """
+    out_o = _actual_output("o", dialect)
+    if direction == "upstream":
+        # walk: (producer quantum, dataset it wrote, depth)
+        return f"""
+WITH RECURSIVE walk(quantum_id, dataset_id, depth) AS (
+    SELECT o.quantum_id, o.dataset_id, 1 FROM datasets o
+    WHERE o.dataset_id = ? AND o.role = 'output' AND {out_o}
+  UNION
+    SELECT o.quantum_id, o.dataset_id, w.depth + 1
+    FROM walk w
+    JOIN datasets i ON i.quantum_id = w.quantum_id AND i.role IN {_INPUT_ROLES}
+    JOIN datasets o ON o.dataset_id = i.dataset_id AND o.role = 'output'
+    WHERE w.depth < ? AND {_actual_input("i")} AND {out_o}
+),
+walked AS (SELECT quantum_id, MIN(depth) AS depth FROM walk GROUP BY quantum_id)
+SELECT 'output', quantum_id, dataset_id, MIN(depth) FROM walk GROUP BY quantum_id, dataset_id
+UNION ALL
+SELECT 'input', i.quantum_id, i.dataset_id, MIN(w.depth)
+FROM walked w JOIN datasets i ON i.quantum_id = w.quantum_id AND i.role IN {_INPUT_ROLES}
+WHERE {_actual_input("i")}
+GROUP BY i.quantum_id, i.dataset_id
+"""
+    # walk: (consumer quantum, dataset it read, depth)
+    return f"""
+WITH RECURSIVE walk(quantum_id, dataset_id, depth) AS (
+    SELECT i.quantum_id, i.dataset_id, 1 FROM datasets i
+    WHERE i.dataset_id = ? AND i.role IN {_INPUT_ROLES} AND {_actual_input("i")}
+  UNION
+    SELECT i.quantum_id, i.dataset_id, w.depth + 1
+    FROM walk w
+    JOIN datasets o ON o.quantum_id = w.quantum_id AND o.role = 'output'
+    JOIN datasets i ON i.dataset_id = o.dataset_id AND i.role IN {_INPUT_ROLES}
+    WHERE w.depth < ? AND {out_o} AND {_actual_input("i")}
+),
+walked AS (SELECT quantum_id, MIN(depth) AS depth FROM walk GROUP BY quantum_id)
+SELECT 'input', quantum_id, dataset_id, MIN(depth) FROM walk GROUP BY quantum_id, dataset_id
+UNION ALL
+SELECT 'output', o.quantum_id, o.dataset_id, MIN(w.depth)
+FROM walked w JOIN datasets o ON o.quantum_id = w.quantum_id AND o.role = 'output'
+WHERE {out_o}
+GROUP BY o.quantum_id, o.dataset_id
+"""
+
+
+class LineageDataset(BaseModel):
+    """A dataset in a lineage graph (type, data ID and run as its quanta predicted them)."""
+
+    dataset_id: str
+    dataset_type: str | None = None
+    run: str | None = None
+    data_id: dict[str, Any] = {}
+
+    def label(self) -> str:
+        data_id = ", ".join(f"{k}={v}" for k, v in self.data_id.items())
+        kind = self.dataset_type or "(unknown to this ledger)"
+        return f"{kind}({data_id}) {self.dataset_id} run={self.run}"
+
+
+class LineageQuantum(BaseModel):
+    """A quantum in a lineage graph, with how it ended."""
+
+    quantum_id: str
+    task_label: str
+    data_id: dict[str, Any] = {}
+    status: str
+    depth: int
+
+    def label(self) -> str:
+        data_id = ", ".join(f"{k}={v}" for k, v in self.data_id.items())
+        return f"{self.task_label}({data_id}) {self.quantum_id} [{self.status}]"
+
+
+class LineageEdge(BaseModel):
+    """The quantum actually read (``input``) or actually wrote (``output``) the dataset."""
+
+    quantum_id: str
+    dataset_id: str
+    relation: Literal["input", "output"]
+
+
+class Lineage(BaseModel):
+    """The lineage of one dataset, upstream or downstream, as a graph."""
+
+    dataset_id: str
+    direction: Direction
+    depth: int | None
+    note: str = NOTE
+    datasets: dict[str, LineageDataset]
+    quanta: dict[str, LineageQuantum]
+    edges: list[LineageEdge]
+
+    def _next(self, node: str, is_dataset: bool) -> list[str]:
+        """Children of a node in the tree of this direction."""
+        upstream = self.direction == "upstream"
+        if is_dataset:
+            relation = "output" if upstream else "input"
+            found = [
+                e.quantum_id for e in self.edges if e.dataset_id == node and e.relation == relation
+            ]
+        else:
+            relation = "input" if upstream else "output"
+            found = [
+                e.dataset_id for e in self.edges if e.quantum_id == node and e.relation == relation
+            ]
+        return sorted(set(found))
+
+    def tree(self) -> str:
+        """A text tree from the dataset: datasets, then the quanta that made (or read) them."""
+        verb = "produced by" if self.direction == "upstream" else "read by"
+        lines = [
+            f"{self.direction} lineage of {self.dataset_id} "
+            f"(depth {'unlimited' if self.depth is None else self.depth}; {self.note})",
+            self.datasets[self.dataset_id].label(),
+        ]
+        shown: set[str] = set()
+
+        def walk(node: str, is_dataset: bool, prefix: str) -> Iterator[str]:
+            children = self._next(node, is_dataset)
+            if is_dataset and not children and node != self.dataset_id:
+                return
+            for n, child in enumerate(children):
+                last = n == len(children) - 1
+                branch, indent = ("└── ", "    ") if last else ("├── ", "│   ")
+                if is_dataset:
+                    text = f"{verb} {self.quanta[child].label()}"
+                else:
+                    text = self.datasets[child].label()
+                if child in shown and self._next(child, not is_dataset):
+                    yield f"{prefix}{branch}{text} (shown above)"
+                    continue
+                shown.add(child)
+                yield f"{prefix}{branch}{text}"
+                yield from walk(child, not is_dataset, prefix + indent)
+
+        lines.extend(walk(self.dataset_id, True, ""))
+        if not self._next(self.dataset_id, True):
+            none = "producer" if self.direction == "upstream" else "reader"
+            lines.append(f"(no {none} in this ledger)")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        """The graph as JSON (nodes and edges)."""
+        return self.model_dump_json(indent=2)
+
+    def to_dot(self) -> str:
+        """The graph in Graphviz dot: datasets as ellipses, quanta as boxes."""
+
+        def quote(text: str) -> str:
+            return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        lines = [
+            f"digraph lineage {{  // {self.direction} of {self.dataset_id}; {self.note}",
+            "  rankdir=LR;",
+        ]
+        for d in self.datasets.values():
+            style = ", style=bold" if d.dataset_id == self.dataset_id else ""
+            lines.append(
+                f"  {quote(d.dataset_id)} [shape=ellipse, label={quote(d.label())}{style}];"
+            )
+        for q in self.quanta.values():
+            lines.append(f"  {quote(q.quantum_id)} [shape=box, label={quote(q.label())}];")
+        for e in sorted(self.edges, key=lambda e: (e.relation, e.quantum_id, e.dataset_id)):
+            if e.relation == "input":
+                lines.append(f"  {quote(e.dataset_id)} -> {quote(e.quantum_id)} [label=read];")
+            else:
+                lines.append(f"  {quote(e.quantum_id)} -> {quote(e.dataset_id)} [label=wrote];")
+        lines.append("}")
+        return "\n".join(lines)
+
+
+def lineage(
+    ledger: Ledger,
+    dataset_id: uuid.UUID | str,
+    *,
+    downstream: bool = False,
+    depth: int | None = None,
+) -> Lineage:
+    """The lineage of a dataset in an open ledger (a central one, usually).
+
+    Args:
+        ledger: the ledger to ask (`Ledger.open` of a path or URL).
+        dataset_id: the dataset to start from.
+        downstream: walk to the quanta that read it and what they wrote, instead
+            of to the quanta that wrote it and what they read.
+        depth: at most this many levels of quanta (None: all).
+
+    Raises:
+        InvalidParameterError: the id is not a UUID, or ``depth`` is below 1.
+    """
+    try:
+        start = str(uuid.UUID(str(dataset_id)))
+    except ValueError as e:
+        raise InvalidParameterError(f"{dataset_id!r} is not a dataset id (a UUID)") from e
+    if depth is not None and depth < 1:
+        raise InvalidParameterError(f"depth must be at least 1, not {depth}")
+    direction: Direction = "downstream" if downstream else "upstream"
+    limit = depth if depth is not None else 1_000_000
+    edges: list[LineageEdge] = []
+    depths: dict[str, int] = {}
+    for relation, qid, did, level in ledger.rows(
+        lineage_sql(direction, ledger.dialect), [start, limit]
+    ):
+        edges.append(LineageEdge(quantum_id=qid, dataset_id=did, relation=relation))
+        depths[qid] = min(level, depths.get(qid, level))
+    dataset_ids = sorted({start} | {e.dataset_id for e in edges})
+    return Lineage(
+        dataset_id=start,
+        direction=direction,
+        depth=depth,
+        datasets=_datasets(ledger, dataset_ids),
+        quanta=_quanta(ledger, depths),
+        edges=sorted(edges, key=lambda e: (e.quantum_id, e.relation, e.dataset_id)),
+    )
+
+
+def _in_list(ledger: Ledger, sql: str, ids: list[str]) -> Iterator[tuple[Any, ...]]:
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        yield from ledger.rows(sql.format(marks=", ".join("?" * len(chunk))), chunk)
+
+
+def _datasets(ledger: Ledger, ids: list[str]) -> dict[str, LineageDataset]:
+    found = {i: LineageDataset(dataset_id=i) for i in ids}
+    sql = (
+        "SELECT dataset_id, dataset_type, run, data_id FROM datasets WHERE dataset_id IN ({marks})"
+    )
+    for did, dataset_type, run, data_id in _in_list(ledger, sql, ids):
+        if found[did].dataset_type is None:
+            found[did] = LineageDataset(
+                dataset_id=did, dataset_type=dataset_type, run=run, data_id=json.loads(data_id)
+            )
+    return found
+
+
+_STATUS = {"quantum_succeeded": "succeeded", "quantum_failed": "failed"}
+
+
+def _quanta(ledger: Ledger, depths: dict[str, int]) -> dict[str, LineageQuantum]:
+    # The quantum_status view's rule, for just these quanta (the view aggregates them all):
+    # the last lifecycle event decides; a start after the last end means interrupted.
+    sql = (
+        "SELECT q.quantum_id, q.task_label, q.data_id, "
+        "(SELECT e.kind FROM events e WHERE e.quantum_id = q.quantum_id AND e.kind IN "
+        "('quantum_started', 'quantum_succeeded', 'quantum_failed') "
+        "ORDER BY e.quantum_seq DESC LIMIT 1) "
+        "FROM quanta q WHERE q.quantum_id IN ({marks})"
+    )
+    return {
+        qid: LineageQuantum(
+            quantum_id=qid,
+            task_label=task,
+            data_id=json.loads(data_id),
+            status=_STATUS.get(last, "interrupted"),
+            depth=depths[qid],
+        )
+        for qid, task, data_id, last in _in_list(ledger, sql, sorted(depths))
+    }
