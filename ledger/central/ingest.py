@@ -281,7 +281,7 @@ def ingest(
                     "tampered" if isinstance(e, TamperedError) else "unreadable"
                 )
                 report.problems.append(SourceProblem(source=path, kind=kind, message=str(e)))
-                log.warning("source skipped", source=path, reason=str(e))
+                log.info("source skipped", source=path, reason=str(e))
             else:
                 batch.add(source)
             if progress is not None:
@@ -324,7 +324,7 @@ def _write(engine: Engine, batch: _Batch, report: IngestReport, where: str) -> N
                 report.problems.append(
                     SourceProblem(source=source.name, kind="conflict", message=str(e))
                 )
-                _log.warning("source conflicts", source=source.name, reason=str(e))
+                _log.info("source conflicts", source=source.name, reason=str(e))
                 continue
             added = 0
             for qid, tail in tails.items():

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from ..errors import InvalidParameterError
+from ..errors import DatasetNotFoundError, InvalidParameterError
 from ..store.ledger import Ledger
 
 __all__ = ["Lineage", "LineageDataset", "LineageEdge", "LineageQuantum", "lineage", "lineage_sql"]
@@ -261,6 +261,7 @@ def lineage(
 
     Raises:
         InvalidParameterError: the id is not a UUID, or ``depth`` is below 1.
+        DatasetNotFoundError: no quantum of the ledger predicted the dataset.
     """
     try:
         start = str(uuid.UUID(str(dataset_id)))
@@ -268,6 +269,10 @@ def lineage(
         raise InvalidParameterError(f"{dataset_id!r} is not a dataset id (a UUID)") from e
     if depth is not None and depth < 1:
         raise InvalidParameterError(f"depth must be at least 1, not {depth}")
+    if not any(ledger.rows("SELECT 1 FROM datasets WHERE dataset_id = ? LIMIT 1", [start])):
+        raise DatasetNotFoundError(
+            f"dataset {start} is not in {ledger.where}: no quantum there predicted it"
+        )
     direction: Direction = "downstream" if downstream else "upstream"
     limit = depth if depth is not None else 1_000_000
     edges: list[LineageEdge] = []

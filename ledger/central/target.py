@@ -13,8 +13,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
 
 from ..errors import LedgerNotFoundError
@@ -27,7 +26,7 @@ from ..store.log import (
     sqlite_path,
 )
 
-__all__ = ["chunks", "insert_ignore", "open_target", "placeholders", "write_transaction"]
+__all__ = ["chunks", "open_target", "placeholders", "write_transaction"]
 
 _BUSY_TIMEOUT_MS = 600_000  # ingests queue behind each other's batches: wait, do not fail
 
@@ -80,13 +79,6 @@ def open_target(target: str | os.PathLike[str], *, create: bool = True) -> Engin
 def write_transaction(conn: Connection) -> None:
     """Make the transaction just begun on ``conn`` the only writer of events until commit."""
     lock_event_order(conn)
-
-
-def insert_ignore(conn: Connection, table: Table) -> Any:
-    """An INSERT of ``table`` that skips rows whose key is already there."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 def placeholders(conn: Connection, n: int) -> str:

@@ -5,8 +5,9 @@ outputs of many quanta into a full butler: datasets into the registry and
 their datastore records into the datastore, one vectorised insert per dataset
 type and run. Ours writes the same facts into the ``dataset_locations`` table
 of a ledger database: one row per (dataset, datastore) with the producer, the
-type, run and data ID, and the datastore records. It is idempotent; a dataset
-already there from a different producer is a conflict.
+type, run and data ID, and the datastore records. It is idempotent (rows already
+there are counted, not written again); a dataset already there from a different
+producer is a conflict.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 
 from ..errors import IngestConflictError
 from ..events import utc_now
@@ -29,7 +30,7 @@ from ..provenance import QuantumProvenanceData
 from ..quantum import Quantum
 from ..store import migrate
 from ..store.schema import dataset_locations
-from .target import chunks, insert_ignore, open_target, write_transaction
+from .target import chunks, open_target, write_transaction
 
 __all__ = ["TransferReport", "collect_and_transfer"]
 
@@ -115,12 +116,13 @@ def collect_and_transfer(
     try:
         with engine.begin() as conn:
             write_transaction(conn)
-            _check_producers(conn, groups, where)
+            present = _present(conn, groups, where)
             for (dataset_type, run), rows in sorted(groups.items()):
-                result = conn.execute(insert_ignore(conn, dataset_locations), rows)
-                written = result.rowcount if result.rowcount >= 0 else len(rows)
-                report.imported[f"{dataset_type} / {run}"] = written
-                report.already_present += len(rows) - written
+                fresh = [r for r in rows if (r["dataset_id"], r["datastore_name"]) not in present]
+                if fresh:
+                    conn.execute(insert(dataset_locations), fresh)
+                report.imported[f"{dataset_type} / {run}"] = len(fresh)
+                report.already_present += len(rows) - len(fresh)
     finally:
         engine.dispose()
     report.seconds = time.perf_counter() - started
@@ -134,19 +136,23 @@ def collect_and_transfer(
     return report
 
 
-def _check_producers(
-    conn: Any, groups: dict[tuple[str, str], list[dict[str, Any]]], where: str
-) -> None:
-    """Refuse a dataset the target already has from a different producer."""
+def _present(
+    conn: Connection, groups: dict[tuple[str, str], list[dict[str, Any]]], where: str
+) -> set[tuple[str, str]]:
+    """The (dataset, datastore) rows the target has already; refuses another producer."""
     producer = {row["dataset_id"]: row["quantum_id"] for rows in groups.values() for row in rows}
-    ids = sorted(producer)
     table = dataset_locations
-    for chunk in chunks(ids):
-        for did, qid in conn.execute(
-            select(table.c.dataset_id, table.c.quantum_id).where(table.c.dataset_id.in_(chunk))
+    present: set[tuple[str, str]] = set()
+    for chunk in chunks(sorted(producer)):
+        for did, datastore_name, qid in conn.execute(
+            select(table.c.dataset_id, table.c.datastore_name, table.c.quantum_id).where(
+                table.c.dataset_id.in_(chunk)
+            )
         ):
             if qid != producer[did]:
                 raise IngestConflictError(
                     f"dataset {did} is in {where} as an output of quantum {qid}, not of "
                     f"{producer[did]}: two quanta claim it; nothing was transferred"
                 )
+            present.add((did, datastore_name))
+    return present

@@ -25,6 +25,7 @@ from ..export import export_jsonl, export_prov
 from ..store import migrate
 from ..store.ledger import Ledger
 from ..store.log import is_sqlite_target, sqlite_path
+from ._central import ingest_command, lineage_command
 from ._checks import recover_command, verify
 from ._common import Bug, Failure, ledger_argument, make_console, write_output
 from ._inspect import events, head, replay, show
@@ -218,5 +219,15 @@ def _invoke(args: Sequence[str]) -> int:
     return int(code or 0)
 
 
-for _command in (show, events, replay, head, verify, recover_command, sql):
+for _command in (
+    show,
+    events,
+    replay,
+    head,
+    verify,
+    recover_command,
+    sql,
+    ingest_command,
+    lineage_command,
+):
     main.add_command(_command)

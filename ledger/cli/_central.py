@@ -1,0 +1,140 @@
+"""Central-ledger commands: ``ingest`` ledger files into one database, and ``lineage``."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..central import expand_sources, ingest, lineage
+from ..store.ledger import Ledger
+from ._common import EXIT_BAD_INPUT, EXIT_PROBLEM, Failure, one_line, resolve_id, write_output
+
+__all__ = ["ingest_command", "lineage_command"]
+
+
+@click.command("ingest")
+@click.argument("target", metavar="TARGET")
+@click.argument("ledgers", nargs=-1, metavar="[LEDGER|DIR]...")
+@click.option(
+    "--from-list",
+    "from_list",
+    type=click.File("r"),
+    metavar="FILE",
+    help="Also ingest the ledgers listed in FILE, one path per line ('-' for stdin).",
+)
+@click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Do not check each source's hash chains first (faster; a bad source then "
+    "fails verify on the target instead of being refused).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Commit once the staged ledgers hold this many events.",
+)
+@click.option("--no-progress", is_flag=True, help="Do not show the progress bar.")
+@click.pass_context
+def ingest_command(
+    ctx: click.Context,
+    target: str,
+    ledgers: tuple[str, ...],
+    from_list: IO[str] | None,
+    no_verify: bool,
+    batch_size: int,
+    no_progress: bool,
+) -> None:
+    """Copy ledger files into a central ledger (a SQLite file or a PostgreSQL URL).
+
+    Each quantum keeps its quantum_seq and hash chain, so the target verifies.
+    Re-ingesting adds nothing; a ledger that grew since (a retry) adds its new
+    events. A ledger that cannot be read, does not verify, or disagrees with the
+    target (same quantum_id and quantum_seq, another hash) is reported on stderr
+    and skipped; the others go on. Directories are searched for *.ledger,
+    *.sqlite, *.sqlite3 and *.db files. Exit code 0 when every ledger is in, 1
+    when one was refused (tampered or conflicting), 2 when one could not be read.
+
+    \b
+    Examples:
+        qledger ingest central.sqlite ledgers/
+        qledger ingest postgresql+psycopg://user@host/db --from-list ledgers.txt
+    """
+    sources = expand_sources(ledgers, from_list or ())
+    if not sources:
+        raise Failure("no ledgers to ingest: give files, directories or --from-list FILE")
+    stderr = Console(stderr=True, markup=False, highlight=False)
+    with Progress(
+        TextColumn("ingesting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+        disable=no_progress or not sys.stderr.isatty(),
+    ) as progress:
+        bar = progress.add_task("ingest", total=len(sources))
+        report = ingest(
+            target,
+            sources,
+            verify=not no_verify,
+            batch_events=batch_size,
+            progress=lambda _: progress.advance(bar),
+        )
+    for problem in report.problems:
+        click.echo(f"qledger: {problem.kind}: {one_line(problem.message)}", err=True)
+    click.echo(report.summary())
+    if any(p.kind == "unreadable" for p in report.problems):
+        ctx.exit(EXIT_BAD_INPUT)
+    if report.problems:
+        ctx.exit(EXIT_PROBLEM)
+
+
+@click.command("lineage")
+@click.argument("target", metavar="TARGET")
+@click.argument("dataset_id", metavar="DATASET_ID")
+@click.option("--downstream", is_flag=True, help="Walk to what read it, not to what made it.")
+@click.option(
+    "--depth", type=click.IntRange(min=1), metavar="N", help="At most N levels of quanta."
+)
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["tree", "json", "dot"]),
+    default="tree",
+    show_default=True,
+    help="tree: for people; json: nodes and edges; dot: Graphviz.",
+)
+@click.option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
+def lineage_command(
+    target: str,
+    dataset_id: str,
+    downstream: bool,
+    depth: int | None,
+    fmt: str,
+    output: str | None,
+) -> None:
+    """Show which quanta made a dataset, from what, and so on (or, --downstream, what
+    read it and what they made).
+
+    Only actual inputs (read and used) and actual outputs (written) count:
+    datasets only predicted are not edges. DATASET_ID may be the first
+    characters of the id. Works on any ledger; most useful on a central one.
+
+    \b
+    Examples:
+        qledger lineage central.sqlite 3f2a9c1e
+        qledger lineage central.sqlite 3f2a9c1e --downstream --format dot | dot -Tsvg > l.svg
+    """
+    with Ledger.open(target) as led:
+        full = resolve_id(led, dataset_id, "datasets", "dataset_id", "dataset")
+        assert full is not None
+        graph = lineage(led, full, downstream=downstream, depth=depth)
+    text = {"tree": graph.tree, "json": graph.to_json, "dot": graph.to_dot}[fmt]()
+    write_output(output, lambda f: f.write(text + "\n"))
