@@ -61,7 +61,7 @@ def ingest_command(
     when one was refused (tampered or conflicting), 2 when one could not be read.
 
     \b
-    Examples:
+    Example:
         qledger ingest central.sqlite ledgers/
         qledger ingest postgresql+psycopg://user@host/db --from-list ledgers.txt
     """
@@ -128,7 +128,7 @@ def lineage_command(
     characters of the id. Works on any ledger; most useful on a central one.
 
     \b
-    Examples:
+    Example:
         qledger lineage central.sqlite 3f2a9c1e
         qledger lineage central.sqlite 3f2a9c1e --downstream --format dot | dot -Tsvg > l.svg
     """
