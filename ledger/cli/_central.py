@@ -120,10 +120,11 @@ def lineage_command(
     fmt: str,
     output: str | None,
 ) -> None:
-    """Show which quanta made a dataset, from what, and so on (or, --downstream, what
-    read it and what they made).
+    """Show the quanta that made a dataset and what they read, up the chain (or down).
 
-    Only actual inputs (read and used) and actual outputs (written) count:
+    Upstream: the quantum that wrote the dataset, the datasets it read, the
+    quanta that wrote those, and so on; --downstream: the quanta that read it,
+    what they wrote, and so on. Only actual inputs (read and used) and actual outputs (written) count:
     datasets only predicted are not edges. DATASET_ID may be the first
     characters of the id. Works on any ledger; most useful on a central one.
 
