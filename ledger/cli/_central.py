@@ -120,7 +120,7 @@ def lineage_command(
     fmt: str,
     output: str | None,
 ) -> None:
-    """Show the quanta that made a dataset and what they read, up the chain (or down).
+    """Show the quanta that made a dataset, and what they read, up the chain.
 
     Upstream: the quantum that wrote the dataset, the datasets it read, the
     quanta that wrote those, and so on; --downstream: the quanta that read it,
