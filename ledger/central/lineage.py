@@ -6,9 +6,9 @@ upstream, a dataset's producer is a quantum whose actual outputs hold it,
 whose actual inputs have producers in turn; downstream, the reverse.
 Predicted-only datasets (never read, never written) are not edges.
 
-The walk starts from the ``datasets`` table (indexed on ``dataset_id``) and
-checks each candidate edge against the events of its one quantum (the
-``(quantum_id, quantum_seq)`` index), so it never aggregates the whole log.
+The query walks the predicted graph in the ``datasets`` table first (indexed
+both ways), folds the events of only the quanta it found, and then walks the
+actual edges among them (see `lineage_sql`): it never aggregates the whole log.
 """
 
 from __future__ import annotations
@@ -30,91 +30,117 @@ Direction = Literal["upstream", "downstream"]
 #: What lineage counts, said in every rendering.
 NOTE = "only actual inputs and actual outputs count (predicted-only datasets are not edges)"
 
-_INPUT_ROLES = "('input', 'init_input')"
 
-
-def _purge(alias: str, dialect: str) -> str:
-    if dialect == "postgresql":
-        return f"({alias}.detail::jsonb ->> 'purge') = 'true'"
-    return f"json_extract({alias}.detail, '$.purge') = 1"
-
-
-def _actual_input(d: str) -> str:
-    """SQL: the ``datasets`` row ``d`` (an input role) is an actual input of its quantum."""
-    return f"""NOT EXISTS (
-        SELECT 1 FROM events m WHERE m.quantum_id = {d}.quantum_id
-          AND m.dataset_id = {d}.dataset_id AND m.kind IN ('get', 'stored')
-          AND m.outcome = 'missing')
-      AND EXISTS (
-        SELECT 1 FROM events u WHERE u.quantum_id = {d}.quantum_id
-          AND u.dataset_id = {d}.dataset_id AND u.kind IN ('get', 'get_deferred')
-          AND u.outcome = 'ok'
-          AND NOT EXISTS (
-            SELECT 1 FROM events x WHERE x.quantum_id = u.quantum_id
-              AND x.dataset_id = u.dataset_id AND x.kind = 'mark_input_unused'
-              AND x.outcome = 'ok' AND x.quantum_seq > u.quantum_seq))"""
-
-
-def _actual_output(d: str, dialect: str) -> str:
-    """SQL: the ``datasets`` row ``d`` (role output) is an actual output of its quantum."""
-    return f"""EXISTS (
-        SELECT 1 FROM events p WHERE p.quantum_id = {d}.quantum_id
-          AND p.dataset_id = {d}.dataset_id AND p.kind = 'put' AND p.outcome = 'ok'
-          AND NOT EXISTS (
-            SELECT 1 FROM events r WHERE r.quantum_id = p.quantum_id
-              AND r.dataset_id = p.dataset_id AND r.kind = 'prune' AND r.outcome = 'ok'
-              AND {_purge("r", dialect)} AND r.quantum_seq > p.quantum_seq))"""
-
-
-def lineage_sql(direction: Direction, dialect: str) -> str:
+def lineage_sql(direction: Direction, dialect: str, *, limited: bool) -> str:
     """The recursive query: rows (relation, quantum_id, dataset_id, depth).
 
-    Parameters (``?``): the start dataset id, then the depth limit. Relation
-    ``output``: the quantum actually wrote the dataset; ``input``: it actually
-    read it. Depth 1 is the start's producers (upstream) or consumers.
+    Parameters (``?``): the start dataset id, the depth limit, the start again,
+    the depth limit again. Relation ``output``: the quantum actually wrote the
+    dataset; ``input``: it actually read it. Depth 1 is the start's producers
+    (upstream) or readers (downstream).
+
+    Three steps, all in SQL: ``cand`` walks the *predicted* graph from the
+    ``datasets`` table alone (indexed both ways); ``flags`` folds the events of
+    just those candidate quanta once, exactly as the ``provenance`` view does,
+    into ``actual_in`` and ``actual_out`` edges; ``walk`` then follows only
+    actual edges (a walk step joins the indexed ``datasets`` table). Only
+    candidate quanta's events are read: the cost follows the size of the
+    lineage, not of the ledger. ``limited`` bounds ``cand`` by depth too (else
+    it is plain reachability, which stops on any graph).
     """
-    out_o = _actual_output("o", dialect)
-    if direction == "upstream":
-        # walk: (producer quantum, dataset it wrote, depth)
-        return f"""
-WITH RECURSIVE walk(quantum_id, dataset_id, depth) AS (
-    SELECT o.quantum_id, o.dataset_id, 1 FROM datasets o
-    WHERE o.dataset_id = ? AND o.role = 'output' AND {out_o}
-  UNION
-    SELECT o.quantum_id, o.dataset_id, w.depth + 1
-    FROM walk w
-    JOIN datasets i ON i.quantum_id = w.quantum_id AND i.role IN {_INPUT_ROLES}
-    JOIN datasets o ON o.dataset_id = i.dataset_id AND o.role = 'output'
-    WHERE w.depth < ? AND {_actual_input("i")} AND {out_o}
-),
-walked AS (SELECT quantum_id, MIN(depth) AS depth FROM walk GROUP BY quantum_id)
-SELECT 'output', quantum_id, dataset_id, MIN(depth) FROM walk GROUP BY quantum_id, dataset_id
-UNION ALL
-SELECT 'input', i.quantum_id, i.dataset_id, MIN(w.depth)
-FROM walked w JOIN datasets i ON i.quantum_id = w.quantum_id AND i.role IN {_INPUT_ROLES}
-WHERE {_actual_input("i")}
-GROUP BY i.quantum_id, i.dataset_id
-"""
-    # walk: (consumer quantum, dataset it read, depth)
+    upstream = direction == "upstream"
+    # Predicted step from a dataset: to the quanta that make it (upstream) or read it,
+    # then on to what those read (upstream) or make.
+    near, far = ("o", "i") if upstream else ("i", "o")
+    step_depth = "c.depth + 1" if limited else "0"
+    purge = (
+        "(e.detail::jsonb ->> 'purge') = 'true'"
+        if dialect == "postgresql"
+        else "json_extract(e.detail, '$.purge') = 1"
+    )
+    near_rel, far_rel = ("output", "input") if upstream else ("input", "output")
+    # SQLite: CROSS JOIN keeps the join order as written (the walk's few rows first).
+    join = "CROSS JOIN" if dialect == "sqlite" else "JOIN"
     return f"""
-WITH RECURSIVE walk(quantum_id, dataset_id, depth) AS (
-    SELECT i.quantum_id, i.dataset_id, 1 FROM datasets i
-    WHERE i.dataset_id = ? AND i.role IN {_INPUT_ROLES} AND {_actual_input("i")}
+WITH RECURSIVE
+cand(dataset_id, depth) AS (
+    SELECT CAST(? AS VARCHAR(36)), 0
   UNION
-    SELECT i.quantum_id, i.dataset_id, w.depth + 1
+    SELECT {far}.dataset_id, {step_depth}
+    FROM cand c
+    {join} datasets {near} ON {near}.dataset_id = c.dataset_id AND {_role(near)}
+    {join} datasets {far} ON {far}.quantum_id = {near}.quantum_id AND {_role(far)}
+    WHERE c.depth < ?
+),
+cq AS (
+    SELECT DISTINCT {near}.quantum_id
+    FROM cand c {join} datasets {near} ON {near}.dataset_id = c.dataset_id AND {_role(near)}
+),
+flags AS (
+    SELECT e.quantum_id, e.dataset_id,
+           MAX(CASE WHEN e.kind IN ('get', 'stored') AND e.outcome = 'missing'
+                    THEN 1 ELSE 0 END) AS missing,
+           MAX(CASE WHEN e.kind IN ('get', 'get_deferred') AND e.outcome = 'ok'
+                    THEN e.quantum_seq ELSE 0 END) AS last_use,
+           MAX(CASE WHEN e.kind = 'mark_input_unused' AND e.outcome = 'ok'
+                    THEN e.quantum_seq ELSE 0 END) AS last_unused,
+           MAX(CASE WHEN e.kind = 'put' AND e.outcome = 'ok'
+                    THEN e.quantum_seq ELSE 0 END) AS last_put,
+           MAX(CASE WHEN e.kind = 'prune' AND e.outcome = 'ok' AND {purge}
+                    THEN e.quantum_seq ELSE 0 END) AS last_purge
+    FROM events e
+    WHERE e.quantum_id IN (SELECT quantum_id FROM cq) AND e.dataset_id IS NOT NULL
+    GROUP BY e.quantum_id, e.dataset_id
+),
+actual_in AS (
+    SELECT quantum_id, dataset_id FROM flags WHERE missing = 0 AND last_use > last_unused
+),
+actual_out AS (SELECT quantum_id, dataset_id FROM flags WHERE last_put > last_purge),
+walk(quantum_id, dataset_id, depth) AS (
+    SELECT {near}.quantum_id, {near}.dataset_id, 1 FROM datasets {near}
+    WHERE {near}.dataset_id = ? AND {_role(near)} AND {_actual(near, dialect)}
+  UNION
+    SELECT {near}.quantum_id, {near}.dataset_id, w.depth + 1
     FROM walk w
-    JOIN datasets o ON o.quantum_id = w.quantum_id AND o.role = 'output'
-    JOIN datasets i ON i.dataset_id = o.dataset_id AND i.role IN {_INPUT_ROLES}
-    WHERE w.depth < ? AND {out_o} AND {_actual_input("i")}
+    {join} datasets {far} ON {far}.quantum_id = w.quantum_id AND {_role(far)}
+    {join} datasets {near} ON {near}.dataset_id = {far}.dataset_id AND {_role(near)}
+    WHERE w.depth < ? AND {_actual(far, dialect)} AND {_actual(near, dialect)}
 ),
 walked AS (SELECT quantum_id, MIN(depth) AS depth FROM walk GROUP BY quantum_id)
-SELECT 'input', quantum_id, dataset_id, MIN(depth) FROM walk GROUP BY quantum_id, dataset_id
+SELECT '{near_rel}', quantum_id, dataset_id, MIN(depth) FROM walk GROUP BY quantum_id, dataset_id
 UNION ALL
-SELECT 'output', o.quantum_id, o.dataset_id, MIN(w.depth)
-FROM walked w JOIN datasets o ON o.quantum_id = w.quantum_id AND o.role = 'output'
-WHERE {out_o}
-GROUP BY o.quantum_id, o.dataset_id
+SELECT '{far_rel}', {far}.quantum_id, {far}.dataset_id, w.depth
+FROM walked w {join} datasets {far} ON {far}.quantum_id = w.quantum_id AND {_role(far)}
+WHERE {_actual(far, dialect)}
 """
+
+
+def _actual(side: str, dialect: str) -> str:
+    """SQL: the ``datasets`` row aliased ``side`` is an actual input (``i``) or output (``o``).
+
+    PostgreSQL gets an uncorrelated IN, which it hashes once whatever its row
+    estimates for a CTE (far too low for a good join plan); SQLite an EXISTS,
+    which it answers from an automatic index on the materialised CTE (an IN
+    would lead it to scan the whole set for every row).
+    """
+    edges = "actual_in" if side == "i" else "actual_out"
+    if dialect == "postgresql":
+        return (
+            f"({side}.quantum_id, {side}.dataset_id) IN "
+            f"(SELECT quantum_id, dataset_id FROM {edges})"
+        )
+    return (
+        f"EXISTS (SELECT 1 FROM {edges} x WHERE x.quantum_id = {side}.quantum_id "
+        f"AND x.dataset_id = {side}.dataset_id)"
+    )
+
+
+def _role(side: str, alias: str | None = None) -> str:
+    """SQL: the ``datasets`` row is an input (side ``i``) or an output (``o``)."""
+    alias = alias or side
+    if side == "i":
+        return f"{alias}.role IN ('input', 'init_input')"
+    return f"{alias}.role = 'output'"
 
 
 class LineageDataset(BaseModel):
@@ -277,9 +303,8 @@ def lineage(
     limit = depth if depth is not None else 1_000_000
     edges: list[LineageEdge] = []
     depths: dict[str, int] = {}
-    for relation, qid, did, level in ledger.rows(
-        lineage_sql(direction, ledger.dialect), [start, limit]
-    ):
+    sql = lineage_sql(direction, ledger.dialect, limited=depth is not None)
+    for relation, qid, did, level in ledger.rows(sql, [start, limit, start, limit]):
         edges.append(LineageEdge(quantum_id=qid, dataset_id=did, relation=relation))
         depths[qid] = min(level, depths.get(qid, level))
     dataset_ids = sorted({start} | {e.dataset_id for e in edges})

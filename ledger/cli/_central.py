@@ -124,9 +124,10 @@ def lineage_command(
 
     Upstream: the quantum that wrote the dataset, the datasets it read, the
     quanta that wrote those, and so on; --downstream: the quanta that read it,
-    what they wrote, and so on. Only actual inputs (read and used) and actual outputs (written) count:
-    datasets only predicted are not edges. DATASET_ID may be the first
-    characters of the id. Works on any ledger; most useful on a central one.
+    what they wrote, and so on. Only actual inputs (read and used) and actual
+    outputs (written) count: datasets only predicted are not edges.
+    DATASET_ID may be the first characters of the id. Works on any ledger;
+    most useful on a central one.
 
     \b
     Example:
