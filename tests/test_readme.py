@@ -67,3 +67,24 @@ def test_sql_examples_execute_and_answer(tmp_path: Path) -> None:
     conn.close()
     # Every query but the "interrupted" one has an answer on this ledger.
     assert answered >= len(queries) - 1
+
+
+def test_central_example_runs_and_its_queries_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The central-ledger section's Python runs as written; each of its SQL queries answers."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": "__readme__"}
+    blocks = _blocks("python", "central")
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, "README.md[central]", "exec"), namespace)
+    rows = list(namespace["follow"]("central.sqlite"))  # type: ignore[operator]
+    assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
+    raw = namespace["run"].refs["raw"][0]  # type: ignore[attr-defined]
+    queries = _blocks("sql", "central")
+    assert len(queries) >= 3
+    conn = sqlite3.connect("file:central.sqlite?mode=ro", uri=True)
+    for sql in queries:
+        assert conn.execute(sql, {"dataset_id": str(raw.id)}).fetchall(), sql
+    conn.close()

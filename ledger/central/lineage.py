@@ -28,7 +28,7 @@ __all__ = ["Lineage", "LineageDataset", "LineageEdge", "LineageQuantum", "lineag
 Direction = Literal["upstream", "downstream"]
 
 #: What lineage counts, said in every rendering.
-NOTE = "only actual inputs and actual outputs count (predicted-only datasets are not edges)"
+NOTE = "only actual inputs and actual outputs count: datasets only predicted are not edges"
 
 
 def lineage_sql(direction: Direction, dialect: str, *, limited: bool) -> str:
@@ -208,9 +208,11 @@ class Lineage(BaseModel):
     def tree(self) -> str:
         """A text tree from the dataset: datasets, then the quanta that made (or read) them."""
         verb = "produced by" if self.direction == "upstream" else "read by"
+        depth = "all levels" if self.depth is None else f"at most {self.depth} levels of quanta"
         lines = [
-            f"{self.direction} lineage of {self.dataset_id} "
-            f"(depth {'unlimited' if self.depth is None else self.depth}; {self.note})",
+            f"{self.direction} lineage of {self.dataset_id} ({depth})",
+            f"{self.note}",
+            "",
             self.datasets[self.dataset_id].label(),
         ]
         shown: set[str] = set()
