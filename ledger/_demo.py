@@ -367,3 +367,12 @@ def _narrate(where: Path, say: _Narrator, *, recovery: bool) -> None:
     )
     say.command("verify", failed, "--datastore", root)
     say.command("head", failed)
+
+    say.section("Central ledger: every quantum in one database, lineage across them")
+    say.command("ingest", "central.sqlite", "ledgers", "--no-progress", shown=[
+        "ingest", "central.sqlite", "ledgers/"])  # fmt: skip
+    coadd = _ref("deepCoadd", _patch(KILLED[1]))
+    say.say(
+        f"which quanta made the patch-{KILLED[1]} coadd, from what (it needed the retried calexp):"
+    )
+    say.command("lineage", "central.sqlite", str(coadd.id)[:8])
