@@ -240,6 +240,19 @@ def test_bad_sources_are_skipped_with_a_reason_and_the_rest_go_in(
         assert central.verify().ok
 
 
+def test_reading_in_worker_processes_gives_the_same_result(
+    pipeline: PipelineRun, tmp_path: Path
+) -> None:
+    """jobs=3 reads and verifies in other processes; the target and the report are the same."""
+    sources = [str(tmp_path / "gone.ledger"), *_sources(pipeline)]
+    one = ingest(tmp_path / "one.sqlite", sources, batch_events=100)
+    three = ingest(tmp_path / "three.sqlite", sources, batch_events=100, jobs=3)
+    keys = ("sources", "ingested", "quanta", "events", "datasets", "problems", "high_water_mark")
+    assert one.model_dump(include=set(keys)) == three.model_dump(include=set(keys))
+    sql = "SELECT seq, quantum_id, quantum_seq, hash FROM events ORDER BY seq"
+    assert _rows(str(tmp_path / "one.sqlite"), sql) == _rows(str(tmp_path / "three.sqlite"), sql)
+
+
 def test_expand_sources_walks_directories_and_lists(pipeline: PipelineRun, tmp_path: Path) -> None:
     """Directories give their ledger files sorted; list lines and duplicates are handled."""
     folder = pipeline.ledgers[0].parent

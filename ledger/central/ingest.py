@@ -14,12 +14,15 @@ skipped; the others go on.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
@@ -226,6 +229,17 @@ def _check_source(source: _Source) -> None:
                 )
 
 
+def _read_or_problem(path: str, *, verify: bool) -> _Source | SourceProblem:
+    """`read_source`, with a source that cannot be used turned into its `SourceProblem`."""
+    try:
+        return read_source(path, verify=verify)
+    except LedgerError as e:
+        kind: Literal["unreadable", "tampered"] = (
+            "tampered" if isinstance(e, TamperedError) else "unreadable"
+        )
+        return SourceProblem(source=path, kind=kind, message=str(e))
+
+
 class _Batch:
     """Sources staged for one transaction, and the rows they add."""
 
@@ -245,6 +259,7 @@ def ingest(
     verify: bool = True,
     batch_events: int = 50_000,
     batch_sources: int = 500,
+    jobs: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> IngestReport:
     """Copy the quanta, datasets and events of ledger files into ``target``.
@@ -256,6 +271,8 @@ def ingest(
             source that fails is refused whole). On by default.
         batch_events, batch_sources: a transaction is committed when the staged
             sources reach either bound.
+        jobs: processes that read and verify sources while this one writes
+            (1: read them here, in turn).
         progress: called with each source's path once it is read.
 
     Returns:
@@ -269,23 +286,27 @@ def ingest(
     where = migrate.display_target(os.fspath(target))
     log = _log.bind(target=where)
     report = IngestReport(target=where)
-    engine = open_target(target)
-    try:
+    with contextlib.ExitStack() as stack:
+        if jobs > 1:
+            # Before the target is opened: the workers fork without its connections.
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=jobs))
+            read: Iterator[_Source | SourceProblem] = pool.map(
+                functools.partial(_read_or_problem, verify=verify), sources, chunksize=8
+            )
+        else:
+            read = (_read_or_problem(path, verify=verify) for path in sources)
+        engine = open_target(target)
+        stack.callback(engine.dispose)
         batch = _Batch()
-        for path in sources:
+        for item in read:
             report.sources += 1
-            try:
-                source = read_source(path, verify=verify)
-            except LedgerError as e:
-                kind: Literal["unreadable", "tampered"] = (
-                    "tampered" if isinstance(e, TamperedError) else "unreadable"
-                )
-                report.problems.append(SourceProblem(source=path, kind=kind, message=str(e)))
-                log.info("source skipped", source=path, reason=str(e))
+            if isinstance(item, SourceProblem):
+                report.problems.append(item)
+                log.info("source skipped", source=item.source, reason=item.message)
             else:
-                batch.add(source)
+                batch.add(item)
             if progress is not None:
-                progress(path)
+                progress(item.source if isinstance(item, SourceProblem) else item.name)
             if batch.n_events >= batch_events or len(batch.sources) >= batch_sources:
                 _write(engine, batch, report, where)
                 batch = _Batch()
@@ -295,8 +316,6 @@ def ingest(
             report.high_water_mark = int(
                 conn.exec_driver_sql("SELECT COALESCE(MAX(seq), 0) FROM events").scalar_one()
             )
-    finally:
-        engine.dispose()
     report.seconds = time.perf_counter() - started
     log.info("ingest done", **report.model_dump(exclude={"problems", "target"}))
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import IO
 
@@ -39,6 +40,14 @@ __all__ = ["ingest_command", "lineage_command"]
     show_default=True,
     help="Commit once the staged ledgers hold this many events.",
 )
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=lambda: min(os.cpu_count() or 1, 8),
+    show_default="the CPUs, up to 8",
+    help="Processes that read and verify ledgers while one writes.",
+)
 @click.option("--no-progress", is_flag=True, help="Do not show the progress bar.")
 @click.pass_context
 def ingest_command(
@@ -48,6 +57,7 @@ def ingest_command(
     from_list: IO[str] | None,
     no_verify: bool,
     batch_size: int,
+    jobs: int,
     no_progress: bool,
 ) -> None:
     """Copy ledger files into a central ledger (a SQLite file or a PostgreSQL URL).
@@ -84,6 +94,7 @@ def ingest_command(
             sources,
             verify=not no_verify,
             batch_events=batch_size,
+            jobs=jobs,
             progress=lambda _: progress.advance(bar),
         )
     for problem in report.problems:
