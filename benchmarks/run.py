@@ -62,6 +62,16 @@ median of a few repeats.
   the calls puts); its baseline fetches the columns replay reads, every row,
   `ORDER BY seq`. *Verify*'s baseline fetches every column. Memory is the
   peak of the Python heap while a fresh process replays.
+- *Ingest*: `ledger.central.ingest` of N ledger files (one quantum, ~100
+  events each, arranged as a ten-step pipeline; kept in the temp folder for
+  the next run) into a new central ledger, as `qledger ingest` runs by default
+  (the CPUs read and verify, one process writes, 50,000 events per
+  transaction). Its baseline reads the same files with `sqlite3` and
+  `executemany`s the same rows into bare tables (no constraints, no checks),
+  in batches of the same size. PostgreSQL is measured when
+  `LEDGER_BENCH_POSTGRES_URL` (or `LEDGER_TEST_POSTGRES_URL`) names a server,
+  each in a new database. *Lineage*: `ledger.central.lineage` on the result,
+  the best of 5.
 """
 
 
