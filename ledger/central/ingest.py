@@ -316,6 +316,12 @@ def ingest(
             report.high_water_mark = int(
                 conn.exec_driver_sql("SELECT COALESCE(MAX(seq), 0) FROM events").scalar_one()
             )
+            if conn.dialect.name == "postgresql" and report.events * 10 >= report.high_water_mark:
+                # A tenth of the rows or more are new: refresh the planner's statistics now
+                # (autovacuum would, later), or lineage's plans scan whole tables (measured:
+                # 2.5 s instead of 80 ms on 10,000 quanta). About a second.
+                conn.exec_driver_sql("ANALYZE quanta, datasets, events, ingests")
+                conn.commit()
     report.seconds = time.perf_counter() - started
     log.info("ingest done", **report.model_dump(exclude={"problems", "target"}))
     return report
