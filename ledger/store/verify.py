@@ -180,7 +180,8 @@ def verify_ledger(ledger: Ledger, heads: Sequence[Head] = ()) -> VerifyReport:
             except ValueError:
                 started[qid] = None
 
-    known = {str(row[0]) for row in ledger.rows("SELECT quantum_id FROM quanta")}
+    definitions = _definitions(ledger)
+    known = set(definitions)
     for qid in sorted(set(tips) - known):
         problem(qid, 0, "has events but no row in quanta")
     for qid in sorted(known):
@@ -188,7 +189,7 @@ def verify_ledger(ledger: Ledger, heads: Sequence[Head] = ()) -> VerifyReport:
             problem(qid, 0, "has a row in quanta but no events (its first events were removed)")
             continue
         expected = started.get(qid)
-        if expected is not None and expected != _definition_of(ledger, qid):
+        if expected is not None and expected != definitions[qid]:
             problem(qid, 0, "its quanta/datasets rows differ from those recorded at its start")
     for head in heads:
         _check_head(ledger, head, tips, problem)
@@ -201,20 +202,39 @@ def verify_ledger(ledger: Ledger, heads: Sequence[Head] = ()) -> VerifyReport:
     )
 
 
-def _definition_of(ledger: Ledger, qid: str) -> str:
-    quanta_rows = list(
-        ledger.rows(
-            "SELECT " + ", ".join(f'"{c}"' for c in _QUANTA_COLUMNS) + " FROM quanta "
-            "WHERE quantum_id = ?",
-            [qid],
+def _definitions(ledger: Ledger) -> dict[str, str]:
+    """The definition digest of every quantum in ``quanta``, from two streamed queries.
+
+    Two queries for the whole ledger rather than two per quantum: a central
+    ledger holds tens of thousands of quanta. ``datasets`` streams in
+    ``quantum_id`` order (its primary key), one quantum's rows at a time.
+    """
+    quanta_rows = {
+        str(row[0]): row
+        for row in ledger.rows(
+            "SELECT " + ", ".join(f'"{c}"' for c in _QUANTA_COLUMNS) + " FROM quanta"
         )
-    )
-    dataset_rows = ledger.rows(
+    }
+    digests: dict[str, str] = {}
+    current: str | None = None
+    group: list[Sequence[Any]] = []
+
+    def close_group() -> None:
+        if current is not None and current in quanta_rows:
+            digests[current] = definition_digest(quanta_rows[current], group)
+
+    for row in ledger.rows(
         "SELECT " + ", ".join(f'"{c}"' for c in _DATASET_COLUMNS) + " FROM datasets "
-        "WHERE quantum_id = ?",
-        [qid],
-    )
-    return definition_digest(quanta_rows[0] if quanta_rows else (), dataset_rows)
+        "ORDER BY quantum_id"
+    ):
+        if row[0] != current:
+            close_group()
+            current, group = row[0], []
+        group.append(row)
+    close_group()
+    for qid, row in quanta_rows.items():
+        digests.setdefault(qid, definition_digest(row, ()))
+    return digests
 
 
 def _check_head(
