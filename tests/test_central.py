@@ -253,6 +253,16 @@ def test_reading_in_worker_processes_gives_the_same_result(
     assert _rows(str(tmp_path / "one.sqlite"), sql) == _rows(str(tmp_path / "three.sqlite"), sql)
 
 
+def test_the_target_among_the_sources_is_not_read(pipeline: PipelineRun, tmp_path: Path) -> None:
+    """`qledger ingest dir/central.sqlite dir/` skips the target instead of reading itself."""
+    central = tmp_path / "central.sqlite"
+    ingest(central, _sources(pipeline)[:2])
+    report = ingest(central, [str(central), *_sources(pipeline)])
+    assert report.ok
+    assert report.sources == len(pipeline.ledgers)
+    assert report.unchanged == 2
+
+
 def test_expand_sources_walks_directories_and_lists(pipeline: PipelineRun, tmp_path: Path) -> None:
     """Directories give their ledger files sorted; list lines and duplicates are handled."""
     folder = pipeline.ledgers[0].parent

@@ -14,6 +14,7 @@ skipped; the others go on.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import json
@@ -22,7 +23,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
@@ -42,7 +43,7 @@ from ..errors import (
 )
 from ..events import EVENT_COLUMNS, definition_digest, utc_now
 from ..store import migrate
-from ..store.log import translate_sqlite_error
+from ..store.log import is_sqlite_target, sqlite_path, translate_sqlite_error
 from ..store.schema import events, ingests, quanta
 from ..store.verify import dataset_columns, quanta_columns, row_is_sound, row_problem
 from .target import chunks, open_target, placeholders, write_transaction
@@ -229,6 +230,33 @@ def _check_source(source: _Source) -> None:
                 )
 
 
+def _without_target(sources: Iterable[str], target: str, log: Any) -> Iterator[str]:
+    """The sources, less the target itself (``qledger ingest dir/central.sqlite dir/``)."""
+    mine = os.path.realpath(sqlite_path(target)) if is_sqlite_target(target) else None
+    for path in sources:
+        if mine is not None and os.path.realpath(path) == mine:
+            log.info("the target is among the sources: not read", source=path)
+            continue
+        yield path
+
+
+def _read_ahead(
+    pool: ProcessPoolExecutor, paths: Iterable[str], verify: bool, window: int
+) -> Iterator[_Source | SourceProblem]:
+    """`_read_or_problem` of each path in the pool, in order, at most ``window`` ahead.
+
+    The bound keeps memory flat when the writer is slower than the readers.
+    """
+    read = functools.partial(_read_or_problem, verify=verify)
+    pending: collections.deque[Future[_Source | SourceProblem]] = collections.deque()
+    for path in paths:
+        pending.append(pool.submit(read, path))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def _read_or_problem(path: str, *, verify: bool) -> _Source | SourceProblem:
     """`read_source`, with a source that cannot be used turned into its `SourceProblem`."""
     try:
@@ -286,15 +314,14 @@ def ingest(
     where = migrate.display_target(os.fspath(target))
     log = _log.bind(target=where)
     report = IngestReport(target=where)
+    paths = _without_target(sources, os.fspath(target), log)
     with contextlib.ExitStack() as stack:
         if jobs > 1:
             # Before the target is opened: the workers fork without its connections.
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=jobs))
-            read: Iterator[_Source | SourceProblem] = pool.map(
-                functools.partial(_read_or_problem, verify=verify), sources, chunksize=8
-            )
+            read: Iterator[_Source | SourceProblem] = _read_ahead(pool, paths, verify, jobs * 16)
         else:
-            read = (_read_or_problem(path, verify=verify) for path in sources)
+            read = (_read_or_problem(path, verify=verify) for path in paths)
         engine = open_target(target)
         stack.callback(engine.dispose)
         batch = _Batch()
