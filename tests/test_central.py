@@ -573,3 +573,23 @@ def test_cli_ingest_exit_codes_and_one_line_per_problem(
     result = runner.invoke(main, ["lineage", central, str(uuid.uuid4())])
     assert result.exit_code == 2
     assert "is not in" in result.stderr
+
+
+def test_cli_show_of_a_central_ledger_sums_up_per_task(
+    pipeline: PipelineRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past LIST_AT_MOST quanta, show lists those that did not succeed and a table per task."""
+    from ledger.cli import _inspect
+
+    monkeypatch.setattr(_inspect, "LIST_AT_MOST", 5)
+    central = str(tmp_path / "central.sqlite")
+    ingest(central, _sources(pipeline))
+    result = CliRunner().invoke(main, ["show", central])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("14 quanta: listing the 1 that did not succeed")
+    assert sum("failed" in line and "calibrate" in line for line in lines) == 2  # row + task
+    task_rows = [line.split() for line in lines if line.split()[:1] == ["calibrate"]]
+    assert ["calibrate", "6", "5", "1", "0"] in [row[:5] for row in task_rows]
+    every = CliRunner().invoke(main, ["show", central, "--all"])
+    assert sum(" succeeded " in line for line in every.stdout.splitlines()) == 13

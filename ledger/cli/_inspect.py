@@ -73,6 +73,7 @@ def _took(started: str | None, ended: str | None) -> str:
     if not started or not ended:
         return ""
     seconds = (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
+    seconds = max(seconds, 0.0)  # clocks of different hosts: never a negative duration
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
@@ -127,22 +128,51 @@ def _status_table(
     return table
 
 
-def _render_status(console: Console, rows: Sequence[Mapping[str, Any]], n_ledgers: int) -> None:
-    """The status table, then one line per starred row, then a summary."""
-    quanta_per_ledger: dict[str, int] = {}
+#: Above this many quanta, ``show`` lists only those that did not succeed, and sums up per task.
+LIST_AT_MOST = 100
+
+
+def _task_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """One row per task label: how many quanta ended how, and their events."""
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("task", no_wrap=True)
+    for name in ("quanta", "succeeded", "failed", "interrupted", "events"):
+        table.add_column(name, justify="right", no_wrap=True)
+    per_task: dict[str, list[int]] = {}
     for row in rows:
-        quanta_per_ledger[row["ledger"]] = quanta_per_ledger.get(row["ledger"], 0) + 1
-    several = max(quanta_per_ledger.values(), default=0) > 1
-    console.print(
-        _status_table(rows, ledger_column=n_ledgers > 1, quantum_column=several or n_ledgers == 1)
-    )
-    for row in rows:
-        note = _note(row)
-        if note:
-            where = Path(row["ledger"]).name if n_ledgers > 1 else short_id(row["quantum_id"])
-            if several and n_ledgers > 1:
-                where += f" {short_id(row['quantum_id'])}"
-            console.print(Text(f"* {where}: {row['status']}: {note}"))
+        counts = per_task.setdefault(str(row["task_label"]), [0, 0, 0, 0, 0])
+        counts[0] += 1
+        counts[1 + ("succeeded", "failed", "interrupted").index(str(row["status"]))] += 1
+        counts[4] += int(row["n_events"])
+    for task, counts in sorted(per_task.items()):
+        table.add_row(task, *(f"{n:,}" for n in counts))
+    return table
+
+
+def _render_status(
+    console: Console, rows: Sequence[Mapping[str, Any]], n_ledgers: int, *, every: bool = False
+) -> None:
+    """The status table, then one line per starred row, then a summary.
+
+    Past `LIST_AT_MOST` quanta (a central ledger) and without ``every``, the
+    table lists only the quanta that did not succeed (at most `LIST_AT_MOST`),
+    followed by a table per task.
+    """
+    listed = rows
+    if len(rows) > LIST_AT_MOST and not every:
+        listed = [row for row in rows if row["status"] != "succeeded"]
+        more = len(listed) - LIST_AT_MOST
+        listed = listed[:LIST_AT_MOST]
+        console.print(
+            f"{len(rows):,} quanta: listing the {len(listed):,} that did not succeed"
+            + (f" (and {more:,} more)" if more > 0 else "")
+            + "; --all lists every one"
+        )
+        if listed:
+            _render_rows(console, listed, n_ledgers)
+        console.print(_task_table(rows))
+    else:
+        _render_rows(console, listed, n_ledgers)
     counts: dict[str, int] = {}
     for row in rows:
         key = row["status"]
@@ -158,17 +188,43 @@ def _render_status(console: Console, rows: Sequence[Mapping[str, Any]], n_ledger
     console.print(f"{len(rows)} {noun}: {parts or 'none'}{shared}; times in UTC{on}")
 
 
+def _render_rows(console: Console, rows: Sequence[Mapping[str, Any]], n_ledgers: int) -> None:
+    """The status table of these rows, then one line per starred row."""
+    quanta_per_ledger: dict[str, int] = {}
+    for row in rows:
+        quanta_per_ledger[row["ledger"]] = quanta_per_ledger.get(row["ledger"], 0) + 1
+    several = max(quanta_per_ledger.values(), default=0) > 1
+    console.print(
+        _status_table(rows, ledger_column=n_ledgers > 1, quantum_column=several or n_ledgers == 1)
+    )
+    for row in rows:
+        note = _note(row)
+        if note:
+            where = Path(row["ledger"]).name if n_ledgers > 1 else short_id(row["quantum_id"])
+            if several and n_ledgers > 1:
+                where += f" {short_id(row['quantum_id'])}"
+            console.print(Text(f"* {where}: {row['status']}: {note}"))
+
+
 @click.command()
 @click.argument("ledgers", nargs=-1, required=True, metavar="LEDGER...")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per quantum.")
-def show(ledgers: tuple[str, ...], as_json: bool) -> None:
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help=f"List every quantum, even past {LIST_AT_MOST} (a central ledger).",
+)
+def show(ledgers: tuple[str, ...], as_json: bool, every: bool) -> None:
     """Show the quanta of one or more ledgers: status, attempts, counts and times.
 
     Status comes from the quantum_status view: succeeded, failed, or
     interrupted (no terminal event). A starred status has a note below the
     table: the error of a failed quantum, the caveats of a success, and for an
     interrupted quantum whether its recorded process may still be running
-    (same host, pid alive) or is dead. Rows are in order of start.
+    (same host, pid alive) or is dead. Rows are in order of start. Past 100
+    quanta (a central ledger) only those that did not succeed are listed,
+    then a table per task; --all lists every one.
 
     \b
     Example:
@@ -183,7 +239,7 @@ def show(ledgers: tuple[str, ...], as_json: bool) -> None:
         for row in rows:
             click.echo(json.dumps(row, default=str))
         return
-    _render_status(make_console(), rows, len(ledgers))
+    _render_status(make_console(), rows, len(ledgers), every=every)
 
 
 # --- events -------------------------------------------------------------------------------
