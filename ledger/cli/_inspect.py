@@ -163,11 +163,13 @@ def _render_status(
         listed = [row for row in rows if row["status"] != "succeeded"]
         more = len(listed) - LIST_AT_MOST
         listed = listed[:LIST_AT_MOST]
-        console.print(
-            f"{len(rows):,} quanta: listing the {len(listed):,} that did not succeed"
-            + (f" (and {more:,} more)" if more > 0 else "")
-            + "; --all lists every one"
-        )
+        if listed:
+            head = f"listing the {len(listed):,} that did not succeed" + (
+                f" (and {more:,} more)" if more > 0 else ""
+            )
+        else:
+            head = "every one succeeded"
+        console.print(f"{len(rows):,} quanta: {head}; --all lists every one")
         if listed:
             _render_rows(console, listed, n_ledgers)
         console.print(_task_table(rows))
@@ -179,13 +181,13 @@ def _render_status(
         if key == "interrupted":
             key = f"interrupted ({row['process']})"
         counts[key] = counts.get(key, 0) + 1
-    parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    parts = ", ".join(f"{n:,} {k}" for k, n in sorted(counts.items()))
     common = _common_data_id(rows)
     shared = f"; every data ID has {fmt_data_id(common)}" if common else ""
     days = sorted({(row.get("started_at") or "")[:10] for row in rows} - {""})
     on = f" on {days[0]}" if len(days) == 1 else ""
     noun = "quantum" if len(rows) == 1 else "quanta"
-    console.print(f"{len(rows)} {noun}: {parts or 'none'}{shared}; times in UTC{on}")
+    console.print(f"{len(rows):,} {noun}: {parts or 'none'}{shared}; times in UTC{on}")
 
 
 def _render_rows(console: Console, rows: Sequence[Mapping[str, Any]], n_ledgers: int) -> None:
