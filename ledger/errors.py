@@ -22,6 +22,7 @@ __all__ = [
     "LedgerError",
     "LedgerNotFoundError",
     "LedgerReadOnlyError",
+    "LedgerUnavailableError",
     "MalformedDetailError",
     "NoWorkFound",
     "NotALedgerError",
@@ -45,6 +46,10 @@ class LedgerError(Exception):
 
 class LedgerNotFoundError(LedgerError, FileNotFoundError):
     """The ledger file does not exist (and the caller did not ask to create it)."""
+
+
+class LedgerUnavailableError(LedgerError):
+    """The ledger's database server cannot be reached (refused, down, wrong address)."""
 
 
 class NotALedgerError(LedgerError):

@@ -28,11 +28,13 @@ from ledger import (
     DatasetNotFoundError,
     IngestConflictError,
     Ledger,
+    LedgerUnavailableError,
     QuantumBackedButler,
     QuantumProvenanceData,
 )
 from ledger.central import collect_and_transfer, expand_sources, ingest, lineage
 from ledger.cli import main
+from ledger.errors import InvalidParameterError
 from ledger.store.log import lock_event_order
 from ledger.testing import PipelineRun, make_quantum, run_pipeline
 
@@ -593,3 +595,105 @@ def test_cli_show_of_a_central_ledger_sums_up_per_task(
     assert ["calibrate", "6", "5", "1", "0"] in [row[:5] for row in task_rows]
     every = CliRunner().invoke(main, ["show", central, "--all"])
     assert sum(" succeeded " in line for line in every.stdout.splitlines()) == 13
+
+
+# --- found in review: each pins a fixed bug ---------------------------------------------------
+
+
+def test_a_row_postgresql_cannot_store_rejects_only_its_source(
+    pipeline: PipelineRun, tmp_path: Path, postgres_url: str
+) -> None:
+    """A NUL in an error message (SQLite keeps it, PostgreSQL refuses it): that source alone."""
+    fixture = make_quantum(tmp_path / "repo")
+    bad = tmp_path / "nul.ledger"
+    butler = QuantumBackedButler.initialize(fixture.root, fixture.quantum, ledger=bad)
+    butler.get(fixture.inputs[0])
+    butler.finish(ValueError("cannot parse header b'SIMPLE\x00\x00'"))
+    report = ingest(postgres_url, [*_sources(pipeline)[:2], str(bad)])
+    (problem,) = report.problems
+    assert problem.kind == "rejected"
+    assert problem.source == str(bad)
+    assert "NUL" in problem.message
+    assert report.ingested == 2
+    with Ledger.open(postgres_url) as central:
+        assert central.verify().ok
+
+
+def test_ingest_orders_writers_even_where_repeatable_read_is_the_default(
+    pipeline: PipelineRun, postgres_url: str
+) -> None:
+    """A writer that waited for the lock sees its predecessor's rows whatever the default level."""
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        name = conn.execute(text("SELECT current_database()")).scalar_one()
+        conn.execute(
+            text(f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'")
+        )
+    admin.dispose()
+    sources = _sources(pipeline)
+    ingest(postgres_url, sources[:1])
+    workers = [
+        subprocess.Popen([*_INGEST, "--jobs", "1", postgres_url, *sources], stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    for worker in workers:
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err.decode()
+    with Ledger.open(postgres_url) as central:
+        assert central.verify().ok
+        assert len(central.quantum_ids()) == len(sources)
+
+
+def test_lineage_of_a_cycle_ends(tmp_path: Path, target: str) -> None:
+    """A quantum that defers X and then writes X (an actual cycle): unlimited lineage ends."""
+    from ledger import Quantum
+    from ledger.testing import make_ref
+
+    x = make_ref("X", 1, run="r")
+    quantum = Quantum(
+        task_label="loop",
+        data_id={"instrument": "D", "visit": 1, "detector": 0},
+        inputs={"X": (x,)},
+        outputs={"X": (x,)},
+    )
+    (tmp_path / "repo").mkdir()
+    with QuantumBackedButler.initialize(
+        tmp_path / "repo", quantum, ledger=tmp_path / "q.ledger"
+    ) as b:
+        b.getDeferred(x)
+        b.put({"v": 1}, x)
+    ingest(target, [str(tmp_path / "q.ledger")])
+    with Ledger.open(target) as central:
+        for downstream in (False, True):
+            graph = lineage(central, x.id, downstream=downstream)
+            assert {e.relation for e in graph.edges} == {"input", "output"}
+            assert [q.depth for q in graph.quanta.values()] == [1]
+            assert "loop" in graph.tree()
+
+
+def test_collect_and_transfer_takes_a_repeat_once_and_refuses_misaligned_lists(
+    pipeline: PipelineRun, tmp_path: Path
+) -> None:
+    """The same quantum twice transfers once; two claimants or shuffled lists are refused."""
+    quanta, provenance = _replayed(pipeline)
+    target = tmp_path / "central.sqlite"
+    twice = collect_and_transfer(target, [quanta[0], quanta[0]], [provenance[0]] * 2)
+    assert twice.total == len(provenance[0].actual_outputs)
+    with pytest.raises(InvalidParameterError, match="same order"):
+        collect_and_transfer(target, quanta[:2][::-1], provenance[:2])
+    twin = quanta[1].model_copy(update={"id": uuid.uuid4()})
+    with pytest.raises(IngestConflictError, match="in this call"):
+        collect_and_transfer(target, [quanta[1], twin], [provenance[1], provenance[1]])
+
+
+def test_an_unreachable_server_is_one_clear_error(pipeline: PipelineRun) -> None:
+    """No server at the URL: LedgerUnavailableError, and the CLI exits 2 with one line."""
+    url = "postgresql+psycopg://nobody@127.0.0.1:9/nothing"
+    with pytest.raises(LedgerUnavailableError, match="cannot reach"):
+        Ledger.open(url)
+    ledger_file = str(pipeline.ledgers[0])
+    for args in (["lineage", url, str(uuid.uuid4())], ["ingest", url, ledger_file]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("qledger: error: cannot reach postgresql+psycopg://nobody@")

@@ -18,6 +18,7 @@ import collections
 import contextlib
 import functools
 import json
+import multiprocessing
 import os
 import socket
 import sqlite3
@@ -31,6 +32,7 @@ from urllib.parse import quote
 import structlog
 from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import DataError, IntegrityError
 
 from ..errors import (
     IngestConflictError,
@@ -76,7 +78,7 @@ class SourceProblem(BaseModel):
     """A source that was not ingested, and why."""
 
     source: str
-    kind: Literal["unreadable", "tampered", "conflict"]
+    kind: Literal["unreadable", "tampered", "conflict", "rejected"]
     message: str
 
 
@@ -167,10 +169,15 @@ def read_source(path: str, *, verify: bool = True) -> _Source:
     if not os.path.isfile(path):
         raise LedgerNotFoundError(f"no ledger at {path}")
     try:
-        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+        conn = sqlite3.connect(
+            f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True, isolation_level=None
+        )
     except sqlite3.Error as e:
         raise translate_sqlite_error(e, path) from e
     try:
+        # One read transaction: the quanta, datasets and events of one moment, even
+        # while a worker is still appending to a shared ledger.
+        conn.execute("BEGIN")
         try:
             revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()
         except sqlite3.OperationalError as e:
@@ -205,7 +212,7 @@ def read_source(path: str, *, verify: bool = True) -> _Source:
 
 def _check_source(source: _Source) -> None:
     """Refuse a source whose chains or definitions do not verify (nothing of it is copied)."""
-    known = {row[0] for row in source.quanta}
+    known = {row[0]: row for row in source.quanta}
     for qid, rows in source.events.items():
         if qid not in known:
             raise LedgerCorruptError(f"{source.name}: quantum {qid} has events but no quanta row")
@@ -221,8 +228,7 @@ def _check_source(source: _Source) -> None:
         started = rows[0]
         if started[5] == "quantum_started" and started[10]:
             expected = json.loads(started[10]).get("definition")
-            quanta_row = next(row for row in source.quanta if row[0] == qid)
-            actual = definition_digest(quanta_row, source.datasets.get(qid, []))
+            actual = definition_digest(known[qid], source.datasets.get(qid, []))
             if expected is not None and expected != actual:
                 raise TamperedError(
                     f"{source.name}: quantum {qid}: its quanta/datasets rows differ from those "
@@ -317,14 +323,20 @@ def ingest(
     paths = _without_target(sources, os.fspath(target), log)
     with contextlib.ExitStack() as stack:
         if jobs > 1:
-            # Before the target is opened: the workers fork without its connections.
-            pool = stack.enter_context(ProcessPoolExecutor(max_workers=jobs))
+            # Forked (a caller's script needs no __main__ guard), and all at once now,
+            # before the target is opened: the workers inherit none of its connections.
+            # They only read files; a caller should not hold other threads meanwhile
+            # (the CLI's progress bar refreshes without one).
+            context = multiprocessing.get_context("fork")
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=jobs, mp_context=context))
+            pool.submit(int).result()  # with fork, the first submit starts every worker
             read: Iterator[_Source | SourceProblem] = _read_ahead(pool, paths, verify, jobs * 16)
         else:
             read = (_read_or_problem(path, verify=verify) for path in paths)
         engine = open_target(target)
         stack.callback(engine.dispose)
         batch = _Batch()
+        seen: set[str] = set()  # quanta that got events in this run
         for item in read:
             report.sources += 1
             if isinstance(item, SourceProblem):
@@ -335,15 +347,16 @@ def ingest(
             if progress is not None:
                 progress(item.source if isinstance(item, SourceProblem) else item.name)
             if batch.n_events >= batch_events or len(batch.sources) >= batch_sources:
-                _write(engine, batch, report, where)
+                _write(engine, batch, report, where, seen)
                 batch = _Batch()
         if batch.sources:
-            _write(engine, batch, report, where)
+            _write(engine, batch, report, where, seen)
         with engine.connect() as conn:
             report.high_water_mark = int(
                 conn.exec_driver_sql("SELECT COALESCE(MAX(seq), 0) FROM events").scalar_one()
             )
-            if conn.dialect.name == "postgresql" and report.events * 10 >= report.high_water_mark:
+            added = report.events
+            if conn.dialect.name == "postgresql" and added and added * 10 >= report.high_water_mark:
                 # A tenth of the rows or more are new: refresh the planner's statistics now
                 # (autovacuum would, later), or lineage's plans scan whole tables (measured:
                 # 2.5 s instead of 80 ms on 10,000 quanta). About a second.
@@ -354,14 +367,66 @@ def ingest(
     return report
 
 
-def _write(engine: Engine, batch: _Batch, report: IngestReport, where: str) -> None:
-    """Write one batch in one transaction, refusing sources that conflict."""
+@dataclass
+class _Tally:
+    """What one transaction adds to the report, applied only once it has committed."""
+
+    ingested: int = 0
+    unchanged: int = 0
+    quanta: set[str] = field(default_factory=set)
+    events: int = 0
+    datasets: int = 0
+    problems: list[SourceProblem] = field(default_factory=list)
+
+    def apply(self, report: IngestReport, seen: set[str]) -> None:
+        seen |= self.quanta
+        report.ingested += self.ingested
+        report.unchanged += self.unchanged
+        report.quanta = len(seen)
+        report.events += self.events
+        report.datasets += self.datasets
+        report.problems.extend(self.problems)
+
+
+def _write(engine: Engine, batch: _Batch, report: IngestReport, where: str, seen: set[str]) -> None:
+    """Write one batch in one transaction; if the target refuses it, each source alone.
+
+    A row the database will not store (PostgreSQL refuses a NUL character in
+    text, which SQLite keeps) fails its whole transaction: the batch is then
+    retried one source per transaction, so only the source at fault is
+    reported (``rejected``) and the others go in.
+    """
+    try:
+        _write_sources(engine, batch.sources, where).apply(report, seen)
+        return
+    except (DataError, IntegrityError) as e:
+        if len(batch.sources) == 1:
+            _rejected(batch.sources[0], e, where).apply(report, seen)
+            return
+        _log.info("batch refused, writing its sources one by one", reason=str(e.orig))
+    for source in batch.sources:
+        try:
+            _write_sources(engine, [source], where).apply(report, seen)
+        except (DataError, IntegrityError) as e:
+            _rejected(source, e, where).apply(report, seen)
+
+
+def _rejected(source: _Source, error: DataError | IntegrityError, where: str) -> _Tally:
+    reason = migrate.one_line(str(error.orig))
+    message = f"{source.name}: {where} refused its rows ({reason}); not ingested"
+    _log.info("source rejected", source=source.name, reason=message)
+    return _Tally(problems=[SourceProblem(source=source.name, kind="rejected", message=message)])
+
+
+def _write_sources(engine: Engine, sources: Sequence[_Source], where: str) -> _Tally:
+    """Write sources in one transaction, refusing those that conflict; what it added."""
     by = f"{socket.gethostname()}:{os.getpid()}"
+    tally = _Tally()
     with engine.begin() as conn:
         write_transaction(conn)
         qids = sorted(
-            {qid for s in batch.sources for qid in s.events}
-            | {row[0] for s in batch.sources for row in s.quanta}
+            {qid for s in sources for qid in s.events}
+            | {row[0] for s in sources for row in s.quanta}
         )
         chains, known = _existing(conn, qids)
         new_events: list[tuple[Any, ...]] = []
@@ -369,11 +434,11 @@ def _write(engine: Engine, batch: _Batch, report: IngestReport, where: str) -> N
         new_datasets: list[tuple[Any, ...]] = []
         new_ingests: list[tuple[Any, ...]] = []
         now = utc_now()
-        for source in batch.sources:
+        for source in sources:
             try:
                 tails = _tails(conn, source, chains, where)
             except IngestConflictError as e:
-                report.problems.append(
+                tally.problems.append(
                     SourceProblem(source=source.name, kind="conflict", message=str(e))
                 )
                 _log.info("source conflicts", source=source.name, reason=str(e))
@@ -390,18 +455,18 @@ def _write(engine: Engine, batch: _Batch, report: IngestReport, where: str) -> N
                     (qid, tail[0][2], tail[-1][2], tail[-1][13], len(tail), source.name, now, by)
                 )
                 added += len(tail)
-                report.quanta += 1
+                tally.quanta.add(qid)
             for row in source.quanta:
                 if row[0] not in known:
                     known.add(row[0])
                     new_quanta.append(row)
                     new_datasets.extend(source.datasets.get(row[0], []))
-            report.events += added
+            tally.events += added
             if added:
-                report.ingested += 1
+                tally.ingested += 1
             else:
-                report.unchanged += 1
-        report.datasets += len(new_datasets)
+                tally.unchanged += 1
+        tally.datasets = len(new_datasets)
         for table, columns, rows in (
             ("quanta", _QUANTA, new_quanta),
             ("datasets", _DATASETS, new_datasets),
@@ -414,6 +479,7 @@ def _write(engine: Engine, batch: _Batch, report: IngestReport, where: str) -> N
                     f"VALUES ({placeholders(conn, len(columns))})",
                     rows,
                 )
+    return tally
 
 
 def _existing(

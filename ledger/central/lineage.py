@@ -52,7 +52,10 @@ def lineage_sql(direction: Direction, dialect: str, *, limited: bool) -> str:
     # Predicted step from a dataset: to the quanta that make it (upstream) or read it,
     # then on to what those read (upstream) or make.
     near, far = ("o", "i") if upstream else ("i", "o")
+    # Unlimited, both walks are plain reachability (a constant depth), so UNION stops
+    # them on any graph, cycles included; `lineage` then measures depths from the edges.
     step_depth = "c.depth + 1" if limited else "0"
+    walk_step = "w.depth + 1" if limited else "1"
     purge = (
         "(e.detail::jsonb ->> 'purge') = 'true'"
         if dialect == "postgresql"
@@ -100,7 +103,7 @@ walk(quantum_id, dataset_id, depth) AS (
     SELECT {near}.quantum_id, {near}.dataset_id, 1 FROM datasets {near}
     WHERE {near}.dataset_id = ? AND {_role(near)} AND {_actual(near, dialect)}
   UNION
-    SELECT {near}.quantum_id, {near}.dataset_id, w.depth + 1
+    SELECT {near}.quantum_id, {near}.dataset_id, {walk_step}
     FROM walk w
     {join} datasets {far} ON {far}.quantum_id = w.quantum_id AND {_role(far)}
     {join} datasets {near} ON {near}.dataset_id = {far}.dataset_id AND {_role(near)}
@@ -303,12 +306,12 @@ def lineage(
         )
     direction: Direction = "downstream" if downstream else "upstream"
     limit = depth if depth is not None else 1_000_000
-    edges: list[LineageEdge] = []
-    depths: dict[str, int] = {}
     sql = lineage_sql(direction, ledger.dialect, limited=depth is not None)
-    for relation, qid, did, level in ledger.rows(sql, [start, limit, start, limit]):
-        edges.append(LineageEdge(quantum_id=qid, dataset_id=did, relation=relation))
-        depths[qid] = min(level, depths.get(qid, level))
+    edges = [
+        LineageEdge(quantum_id=qid, dataset_id=did, relation=relation)
+        for relation, qid, did, _ in ledger.rows(sql, [start, limit, start, limit])
+    ]
+    depths = _depths(start, edges, downstream=downstream)
     dataset_ids = sorted({start} | {e.dataset_id for e in edges})
     return Lineage(
         dataset_id=start,
@@ -318,6 +321,27 @@ def lineage(
         quanta=_quanta(ledger, depths),
         edges=sorted(edges, key=lambda e: (e.quantum_id, e.relation, e.dataset_id)),
     )
+
+
+def _depths(start: str, edges: list[LineageEdge], *, downstream: bool) -> dict[str, int]:
+    """Each quantum's level: 1 for the start's producers (or readers), and so on."""
+    near, far = ("input", "output") if downstream else ("output", "input")
+    by_dataset: dict[str, list[str]] = {}
+    by_quantum: dict[str, list[str]] = {}
+    for e in edges:
+        if e.relation == near:
+            by_dataset.setdefault(e.dataset_id, []).append(e.quantum_id)
+        elif e.relation == far:
+            by_quantum.setdefault(e.quantum_id, []).append(e.dataset_id)
+    depths: dict[str, int] = {}
+    frontier, level = [start], 1
+    while frontier:
+        found = [q for d in frontier for q in by_dataset.get(d, ()) if q not in depths]
+        for q in found:
+            depths.setdefault(q, level)
+        frontier = [d for q in dict.fromkeys(found) for d in by_quantum.get(q, ())]
+        level += 1
+    return depths
 
 
 def _in_list(ledger: Ledger, sql: str, ids: list[str]) -> Iterator[tuple[Any, ...]]:

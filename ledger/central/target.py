@@ -23,6 +23,7 @@ from ..store.log import (
     ensure_schema,
     is_sqlite_target,
     lock_event_order,
+    server_engine,
     sqlite_path,
 )
 
@@ -41,7 +42,7 @@ def open_target(target: str | os.PathLike[str], *, create: bool = True) -> Engin
     """
     where = os.fspath(target)
     if not is_sqlite_target(where):
-        engine = create_engine(where)
+        engine = server_engine(where)
         try:
             ensure_schema(engine, migrate.display_target(where), create=create)
         except DBAPIError as e:

@@ -23,7 +23,7 @@ import structlog
 from pydantic import BaseModel
 from sqlalchemy import Connection, insert, select
 
-from ..errors import IngestConflictError
+from ..errors import IngestConflictError, InvalidParameterError
 from ..events import utc_now
 from ..model import DatasetRef
 from ..provenance import QuantumProvenanceData
@@ -73,8 +73,10 @@ def collect_and_transfer(
         ``without_artifact`` and not imported.
 
     Raises:
-        IngestConflictError: a dataset is already recorded as made by another quantum
-            (nothing of this call is written).
+        IngestConflictError: a dataset is already recorded as made by another quantum,
+            or two quanta of this call claim it (nothing of this call is written).
+        InvalidParameterError: a provenance claims outputs its quantum does not
+            predict (the two lists are not in the same order).
         ValueError: ``quanta`` and ``provenance`` differ in length.
     """
     started = time.perf_counter()
@@ -82,8 +84,18 @@ def collect_and_transfer(
     report = TransferReport(target=where)
     now = utc_now()
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for quantum, data in zip(quanta, provenance, strict=True):
+    #: (dataset, datastore) -> producer, to catch repeats within this call
+    claimed: dict[tuple[str, str], str | None] = {}
+    for index, (quantum, data) in enumerate(zip(quanta, provenance, strict=True)):
         refs: dict[uuid.UUID, DatasetRef] = {r.id: r for r in quantum.iter_predicted_outputs()}
+        strangers = data.actual_outputs - set(refs)
+        if strangers:
+            raise InvalidParameterError(
+                f"provenance #{index} has actual outputs that quantum #{index} "
+                f"({quantum.task_label}, {quantum.id}) does not predict, e.g. "
+                f"{min(strangers, key=str)}: give quanta and provenance in the same order"
+            )
+        producer = str(quantum.id) if quantum.id is not None else None
         located: set[uuid.UUID] = set()
         for datastore_name, serialized in data.datastore_records.items():
             by_dataset: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -96,11 +108,21 @@ def collect_and_transfer(
                 if not records_of or ref is None:
                     continue
                 located.add(did)
+                slot = (str(did), datastore_name)
+                if slot in claimed:
+                    if claimed[slot] != producer:
+                        raise IngestConflictError(
+                            f"dataset {did} is an actual output of both quantum {claimed[slot]} "
+                            f"and quantum {producer} in this call: two quanta claim it; "
+                            "nothing was transferred"
+                        )
+                    continue  # the same quantum given twice: once is enough
+                claimed[slot] = producer
                 groups.setdefault((ref.dataset_type.name, ref.run), []).append(
                     {
                         "dataset_id": str(did),
                         "datastore_name": datastore_name,
-                        "quantum_id": str(quantum.id) if quantum.id is not None else None,
+                        "quantum_id": producer,
                         "dataset_type": ref.dataset_type.name,
                         "storage_class": ref.dataset_type.storage_class,
                         "run": ref.run,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import IO
 
 import click
@@ -68,7 +69,8 @@ def ingest_command(
     target (same quantum_id and quantum_seq, another hash) is reported on stderr
     and skipped; the others go on. Directories are searched for *.ledger,
     *.sqlite, *.sqlite3 and *.db files. Exit code 0 when every ledger is in, 1
-    when one was refused (tampered or conflicting), 2 when one could not be read.
+    when one was refused (tampered, conflicting, or its rows refused by the
+    database), 2 when one could not be read.
 
     \b
     Example:
@@ -86,16 +88,25 @@ def ingest_command(
         TimeRemainingColumn(),
         console=stderr,
         transient=True,
+        auto_refresh=False,  # no refresh thread: ingest forks its reading processes
         disable=no_progress or not sys.stderr.isatty(),
     ) as progress:
         bar = progress.add_task("ingest", total=len(sources))
+        shown = [time.monotonic()]
+
+        def advance(_: str) -> None:
+            progress.advance(bar)
+            if time.monotonic() - shown[0] > 0.1:
+                progress.refresh()
+                shown[0] = time.monotonic()
+
         report = ingest(
             target,
             sources,
             verify=not no_verify,
             batch_events=batch_size,
             jobs=jobs,
-            progress=lambda _: progress.advance(bar),
+            progress=advance,
         )
     for problem in report.problems:
         click.echo(f"qledger: {problem.kind}: {one_line(problem.message)}", err=True)

@@ -113,6 +113,9 @@ class Ledger:
         except sqlite3.Error as e:
             ledger.close()
             raise translate_sqlite_error(e, ledger.where) from e
+        except DBAPIError as e:
+            ledger.close()
+            raise migrate.translate_db_error(e, ledger.where) from e
         except BaseException:
             ledger.close()
             raise

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import structlog
-from sqlalchemy import Connection, Engine, create_engine, insert, text
+from sqlalchemy import Connection, Engine, create_engine, insert, make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from ..errors import (
@@ -46,6 +47,7 @@ __all__ = [
     "ensure_schema",
     "is_sqlite_target",
     "lock_event_order",
+    "server_engine",
     "sqlite_path",
 ]
 
@@ -261,10 +263,10 @@ class _CoreAppender:
 
     def write(self, calls: Sequence[PendingCall], extra: Sequence[tuple[Any, list[Any]]]) -> None:
         with self._engine.begin() as conn:
+            lock_event_order(conn)  # first: every writer takes its locks in the same order
             for table, rows in extra:
                 if rows:
                     conn.execute(insert(table), rows)
-            lock_event_order(conn)
             tips: dict[str, tuple[int, str | None]] = {}
             for qid in sorted({c.quantum_id for c in calls}):
                 tip = conn.execute(text(_TIP_SQL.replace("?", ":qid")), {"qid": qid}).fetchone()
@@ -332,8 +334,12 @@ class EventLog:
         if is_sqlite_target(self.target):
             self._appender: _Appender = self._open_sqlite(sqlite_path(self.target), create)
         else:
-            engine = create_engine(self.target)
-            ensure_schema(engine, self.where, create=create)
+            engine = server_engine(self.target)
+            try:
+                ensure_schema(engine, self.where, create=create)
+            except DBAPIError as e:
+                engine.dispose()
+                raise migrate.translate_db_error(e, self.where) from e
             self._appender = _CoreAppender(engine, self.where)
 
     # --- opening ----------------------------------------------------------
@@ -424,6 +430,18 @@ class EventLog:
 
 
 # --- creation and schema checks --------------------------------------------------
+
+
+def server_engine(url: str) -> Engine:
+    """An engine on a server database; on PostgreSQL at READ COMMITTED, whatever the default.
+
+    The event-order lock relies on it: a writer that waited for the lock must
+    see what the previous holder committed, which a REPEATABLE READ snapshot
+    taken before the wait would hide.
+    """
+    if make_url(url).get_backend_name() == "postgresql":
+        return create_engine(url, isolation_level="READ COMMITTED")
+    return create_engine(url)
 
 
 def ensure_schema(engine: Engine, where: str, *, create: bool) -> None:

@@ -24,6 +24,7 @@ from ..errors import (
     LedgerBusyError,
     LedgerCorruptError,
     LedgerError,
+    LedgerUnavailableError,
     NotALedgerError,
     SchemaTooNewError,
     SchemaTooOldError,
@@ -39,6 +40,7 @@ __all__ = [
     "downgrade",
     "head_revision",
     "known_revisions",
+    "one_line",
     "translate_db_error",
     "upgrade",
 ]
@@ -143,6 +145,11 @@ def current_revision(conn: Connection) -> str | None:
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def one_line(text: str) -> str:
+    """A driver message on one line."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 def translate_db_error(e: BaseException, where: str) -> LedgerError:
     """Map a driver error (raw or wrapped by SQLAlchemy) to the library's errors."""
     original = e.orig if isinstance(e, DBAPIError) else e
@@ -153,6 +160,12 @@ def translate_db_error(e: BaseException, where: str) -> LedgerError:
         return LedgerCorruptError(
             f"{where} is damaged ({message}); it may be truncated or overwritten: "
             "restore it from a copy (sqlite3's .recover salvages readable rows)"
+        )
+    if "connection" in message.lower() and any(
+        word in message for word in ("refused", "failed", "could not", "timeout", "resolve")
+    ):
+        return LedgerUnavailableError(
+            f"cannot reach {where} ({one_line(message)}): is the server up, and the URL right?"
         )
     if "locked" in message or "busy" in message:
         return LedgerBusyError(f"{where} stayed locked by another writer for too long ({message})")
