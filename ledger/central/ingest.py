@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import json
 import multiprocessing
 import os
@@ -247,20 +246,34 @@ def _without_target(sources: Iterable[str], target: str, log: Any) -> Iterator[s
 
 
 def _read_ahead(
-    pool: ProcessPoolExecutor, paths: Iterable[str], verify: bool, window: int
+    pool: ProcessPoolExecutor, paths: Iterable[str], verify: bool, jobs: int
 ) -> Iterator[_Source | SourceProblem]:
-    """`_read_or_problem` of each path in the pool, in order, at most ``window`` ahead.
+    """`_read_or_problem` of each path in the pool, in order, a bounded way ahead.
 
-    The bound keeps memory flat when the writer is slower than the readers.
+    Paths go to the workers 8 at a time (one round trip per 8 files, not per
+    file), at most 4 such chunks per worker ahead of the writer: memory stays
+    flat when the writer is slower than the readers.
     """
-    read = functools.partial(_read_or_problem, verify=verify)
-    pending: collections.deque[Future[_Source | SourceProblem]] = collections.deque()
+    pending: collections.deque[Future[list[_Source | SourceProblem]]] = collections.deque()
+    chunk: list[str] = []
     for path in paths:
-        pending.append(pool.submit(read, path))
-        if len(pending) >= window:
-            yield pending.popleft().result()
+        chunk.append(path)
+        if len(chunk) == _CHUNK:
+            pending.append(pool.submit(_read_many, chunk, verify))
+            chunk = []
+            if len(pending) >= 4 * jobs:
+                yield from pending.popleft().result()
+    if chunk:
+        pending.append(pool.submit(_read_many, chunk, verify))
     while pending:
-        yield pending.popleft().result()
+        yield from pending.popleft().result()
+
+
+_CHUNK = 8
+
+
+def _read_many(paths: list[str], verify: bool) -> list[_Source | SourceProblem]:
+    return [_read_or_problem(path, verify=verify) for path in paths]
 
 
 def _read_or_problem(path: str, *, verify: bool) -> _Source | SourceProblem:
@@ -330,7 +343,7 @@ def ingest(
             context = multiprocessing.get_context("fork")
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=jobs, mp_context=context))
             pool.submit(int).result()  # with fork, the first submit starts every worker
-            read: Iterator[_Source | SourceProblem] = _read_ahead(pool, paths, verify, jobs * 16)
+            read: Iterator[_Source | SourceProblem] = _read_ahead(pool, paths, verify, jobs)
         else:
             read = (_read_or_problem(path, verify=verify) for path in paths)
         engine = open_target(target)
