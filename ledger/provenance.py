@@ -113,12 +113,13 @@ class ProvenanceFold:
     """
 
     __slots__ = (
+        "_parsed",
+        "_puts",
         "actual",
         "actual_outputs",
         "available",
         "predicted_inputs",
         "predicted_outputs",
-        "records",
         "unavailable",
     )
 
@@ -129,8 +130,26 @@ class ProvenanceFold:
         self.unavailable: set[str] = set()
         self.actual: set[str] = set()
         self.actual_outputs: set[str] = set()
-        #: dataset id -> (datastore name, record dicts) of the artifact written by `put`.
-        self.records: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        #: dataset id -> the detail text of the `put` that wrote its current artifact;
+        #: parsed only when `records` is read (a replay parses each output once, not
+        #: each put: a quantum's ledger may hold thousands of puts of a few outputs).
+        self._puts: dict[str, str | None] = {}
+        self._parsed: dict[str, tuple[str, list[dict[str, Any]]]] | None = None
+
+    @property
+    def records(self) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+        """Dataset id -> (datastore name, record dicts) of the artifact its `put` wrote.
+
+        Raises:
+            ValueError, AttributeError: a put's detail is not a JSON object.
+        """
+        if self._parsed is None:
+            parsed = {}
+            for dataset_id, detail in self._puts.items():
+                info = json.loads(detail) if detail else {}
+                parsed[dataset_id] = (info.get("datastore", ""), info.get("records", []))
+            self._parsed = parsed
+        return self._parsed
 
     @classmethod
     def for_quantum(cls, quantum: Quantum) -> ProvenanceFold:
@@ -153,7 +172,8 @@ class ProvenanceFold:
         """
         predicted = self.predicted_inputs
         available, unavailable, actual = self.available, self.unavailable, self.actual
-        actual_outputs, records = self.actual_outputs, self.records
+        actual_outputs, puts = self.actual_outputs, self._puts
+        self._parsed = None
         for kind, dataset_id, outcome, detail in rows:
             if dataset_id is None:
                 continue  # lifecycle events do not change the sets
@@ -179,12 +199,11 @@ class ProvenanceFold:
             elif kind == _PUT:
                 if outcome == _OK:
                     actual_outputs.add(dataset_id)
-                    info = json.loads(detail) if detail else {}
-                    records[dataset_id] = (info.get("datastore", ""), info.get("records", []))
+                    puts[dataset_id] = detail
             elif kind == _PRUNE and outcome == _OK:
                 flags = json.loads(detail) if detail else {}
                 if flags.get("unstore"):
-                    records.pop(dataset_id, None)
+                    puts.pop(dataset_id, None)
                 if flags.get("purge"):
                     actual_outputs.discard(dataset_id)
 

@@ -245,6 +245,26 @@ def test_malformed_detail_names_quantum_and_quantum_seq(tmp_path: Path) -> None:
     assert issubclass(MalformedDetailError, LedgerCorruptError)
 
 
+def test_replay_parses_only_the_put_that_stands_and_verify_checks_every_row(
+    tmp_path: Path,
+) -> None:
+    """A malformed put superseded by a later put of the same id: replay uses the later one."""
+    fixture = make_quantum(tmp_path / "repo", n_inputs=1, n_outputs=1)
+    path = tmp_path / "q.ledger"
+    butler = QuantumBackedButler.initialize(fixture.root, fixture.quantum, ledger=path)
+    qid = str(butler.quantum_id)
+    butler.close()
+    output = str(fixture.outputs[0].id)
+    good = '{"datastore":"files","records":[]}'
+    with EventLog(path) as log:
+        log.append(PendingCall(qid, 1, "put", [(output, "ok", None, None, '{"records": [')]))
+        log.append(PendingCall(qid, 1, "put", [(output, "ok", None, None, good)]))
+    with Ledger.open(path) as led:
+        assert {str(i) for i in led.replay().actual_outputs} == {output}
+        report = led.verify()
+    assert report.first_bad == {qid: 2}
+
+
 def test_an_edited_detail_is_reported_by_verify_and_replay(tmp_path: Path) -> None:
     """Detail text edited into non-JSON: verify names the row, replay names it too."""
     _, path = _failed(tmp_path)

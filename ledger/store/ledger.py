@@ -369,6 +369,7 @@ class Ledger:
         rows = self.rows(sql, params)
         try:
             fold.apply_all(rows)
+            fold.records  # noqa: B018 - parse the surviving puts' details here, to map errors
         except (ValueError, AttributeError, TypeError) as e:
             rows.close()  # now, while the connection is open
             bad = self._malformed_detail(qid)
