@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -697,3 +698,66 @@ def test_an_unreachable_server_is_one_clear_error(pipeline: PipelineRun) -> None
         assert result.exit_code == 2, result.output
         (line,) = result.stderr.splitlines()
         assert line.startswith("qledger: error: cannot reach postgresql+psycopg://nobody@")
+
+
+def test_a_ledger_still_being_written_is_read_in_one_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker starting a quantum between ingest's reads changes nothing that ingest sees."""
+    ingest_module = sys.modules["ledger.central.ingest"]  # the package's name is the function
+    shared = tmp_path / "shared.ledger"
+    fixtures = [make_quantum(tmp_path / "repo", visit=v, task_label="t") for v in (1, 2)]
+    with QuantumBackedButler.initialize(
+        fixtures[0].root, fixtures[0].quantum, ledger=shared
+    ) as butler:
+        butler.get(fixtures[0].inputs[0])
+    real_connect = sqlite3.connect
+    pending = [fixtures[1]]
+
+    class Racing:
+        """A connection whose quanta query lets a worker start another quantum right after."""
+
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            cursor = self.conn.execute(sql, *args)
+            if "FROM quanta" in sql and pending:
+                rows = cursor.fetchall()
+                fixture = pending.pop()
+                with QuantumBackedButler.initialize(
+                    fixture.root, fixture.quantum, ledger=shared
+                ) as butler:
+                    butler.get(fixture.inputs[0])
+                return _Fetched(rows)
+            return cursor
+
+        def close(self) -> None:
+            self.conn.close()
+
+    racy = types.SimpleNamespace(
+        connect=lambda *a, **k: Racing(real_connect(*a, **k)),
+        Error=sqlite3.Error,
+        OperationalError=sqlite3.OperationalError,
+    )
+    monkeypatch.setattr(ingest_module, "sqlite3", racy)  # only ingest's reads race
+    report = ingest(tmp_path / "central.sqlite", [str(shared)], verify=False)
+    monkeypatch.undo()
+    assert report.ok
+    assert report.quanta == 1  # the quantum that was there when the read began
+    with Ledger.open(tmp_path / "central.sqlite") as central:
+        assert central.verify().ok
+    again = ingest(tmp_path / "central.sqlite", [str(shared)])
+    assert again.quanta == 1  # the later quantum comes with the next ingest
+    with Ledger.open(tmp_path / "central.sqlite") as central:
+        assert central.verify().ok
+
+
+class _Fetched(list[Any]):
+    """Rows already fetched, answering like a cursor."""
+
+    def fetchall(self) -> list[Any]:
+        return list(self)
+
+    def fetchone(self) -> Any:
+        return self[0] if self else None
