@@ -143,6 +143,7 @@ def test_a_retried_ledger_adds_only_its_new_events(
     )
     copy, repo = tmp_path / "retry.ledger", tmp_path / "repo"
     shutil.copy(pipeline.ledgers[index], copy)
+    old = shutil.copy(pipeline.ledgers[index], tmp_path / "before-retry.ledger")
     shutil.copytree(pipeline.root, repo)
     first = ingest(target, [str(copy)])
     with QuantumBackedButler.resume(repo, copy, skip_existing=True) as butler:
@@ -171,6 +172,9 @@ def test_a_retried_ledger_adds_only_its_new_events(
             )
         )
     assert ranges == [(1, first.events, str(copy)), (first.events + 1, total, str(copy))]
+    # The old copy and the grown one in one run, into a new target: one quantum, all events.
+    both = ingest(tmp_path / "fresh.sqlite", [str(old), str(copy)])
+    assert (both.quanta, both.events, both.ingested) == (1, total, 2)
 
 
 def _two_histories(tmp_path: Path) -> tuple[Path, Path, str]:
