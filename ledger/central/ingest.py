@@ -44,10 +44,10 @@ from ..errors import (
 )
 from ..events import EVENT_COLUMNS, definition_digest, utc_now
 from ..store import migrate
-from ..store.log import is_sqlite_target, sqlite_path, translate_sqlite_error
+from ..store.log import is_sqlite_target, lock_event_order, sqlite_path, translate_sqlite_error
 from ..store.schema import events, ingests, quanta
 from ..store.verify import dataset_columns, quanta_columns, row_is_sound, row_problem
-from .target import chunks, open_target, placeholders, write_transaction
+from .target import chunks, open_target, placeholders
 
 __all__ = [
     "SOURCE_SUFFIXES",
@@ -436,7 +436,7 @@ def _write_sources(engine: Engine, sources: Sequence[_Source], where: str) -> _T
     by = f"{socket.gethostname()}:{os.getpid()}"
     tally = _Tally()
     with engine.begin() as conn:
-        write_transaction(conn)
+        lock_event_order(conn)  # the only writer of events until commit
         qids = sorted(
             {qid for s in sources for qid in s.events}
             | {row[0] for s in sources for row in s.quanta}

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from ..errors import DatasetNotFoundError, InvalidParameterError
 from ..store.ledger import Ledger
+from .target import chunks
 
 __all__ = ["Lineage", "LineageDataset", "LineageEdge", "LineageQuantum", "lineage", "lineage_sql"]
 
@@ -345,8 +346,7 @@ def _depths(start: str, edges: list[LineageEdge], *, downstream: bool) -> dict[s
 
 
 def _in_list(ledger: Ledger, sql: str, ids: list[str]) -> Iterator[tuple[Any, ...]]:
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
+    for chunk in chunks(ids):
         yield from ledger.rows(sql.format(marks=", ".join("?" * len(chunk))), chunk)
 
 

@@ -22,12 +22,11 @@ from ..store.log import (
     create_ledger_file,
     ensure_schema,
     is_sqlite_target,
-    lock_event_order,
     server_engine,
     sqlite_path,
 )
 
-__all__ = ["chunks", "open_target", "placeholders", "write_transaction"]
+__all__ = ["chunks", "open_target", "placeholders"]
 
 _BUSY_TIMEOUT_MS = 600_000  # ingests queue behind each other's batches: wait, do not fail
 
@@ -75,11 +74,6 @@ def open_target(target: str | os.PathLike[str], *, create: bool = True) -> Engin
         engine.dispose()
         raise
     return engine
-
-
-def write_transaction(conn: Connection) -> None:
-    """Make the transaction just begun on ``conn`` the only writer of events until commit."""
-    lock_event_order(conn)
 
 
 def placeholders(conn: Connection, n: int) -> str:

@@ -29,8 +29,9 @@ from ..model import DatasetRef
 from ..provenance import QuantumProvenanceData
 from ..quantum import Quantum
 from ..store import migrate
+from ..store.log import lock_event_order
 from ..store.schema import dataset_locations
-from .target import chunks, open_target, write_transaction
+from .target import chunks, open_target
 
 __all__ = ["TransferReport", "collect_and_transfer"]
 
@@ -137,7 +138,7 @@ def collect_and_transfer(
     engine = open_target(target)
     try:
         with engine.begin() as conn:
-            write_transaction(conn)
+            lock_event_order(conn)  # the only writer of events until commit
             present = _present(conn, groups, where)
             for (dataset_type, run), rows in sorted(groups.items()):
                 fresh = [r for r in rows if (r["dataset_id"], r["datastore_name"]) not in present]

@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..central import expand_sources, ingest, lineage
 from ..store.ledger import Ledger
-from ._common import EXIT_BAD_INPUT, EXIT_PROBLEM, Failure, one_line, resolve_id, write_output
+from ..store.migrate import one_line
+from ._common import EXIT_BAD_INPUT, EXIT_PROBLEM, Failure, resolve_id, write_output
 
 __all__ = ["ingest_command", "lineage_command"]
 

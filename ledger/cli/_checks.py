@@ -16,6 +16,7 @@ from rich.text import Text
 from ..config import datastore_from_config
 from ..recovery import QuantumRecovery, RecoveryReport, adopt_orphans, recover, remove_orphans
 from ..store.ledger import Head, Ledger
+from ..store.migrate import one_line
 from ._common import (
     EXIT_PROBLEM,
     STATUS_STYLE,
@@ -24,7 +25,6 @@ from ._common import (
     fmt_time,
     ledger_argument,
     make_console,
-    one_line,
     quantum_option,
     resolve_quantum,
     short_id,

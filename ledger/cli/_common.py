@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 
 from ..store.ledger import Ledger
+from ..store.migrate import one_line  # Failure's message on one line
 
 #: Exit code when a check (verify, recover) found a problem.
 EXIT_PROBLEM = 1
@@ -29,11 +30,6 @@ STATUS_STYLE = {"succeeded": "green", "failed": "red", "interrupted": "yellow"}
 
 
 # --- errors and output ------------------------------------------------------------
-
-
-def one_line(message: str) -> str:
-    """The message on one line (an error is always exactly one line of stderr)."""
-    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 class Failure(click.ClickException):

@@ -23,7 +23,8 @@ from sqlalchemy.exc import DBAPIError
 
 from ..store.ledger import Ledger
 from ..store.log import is_sqlite_target, sqlite_path
-from ._common import Failure, ledger_argument, make_console, one_line
+from ..store.migrate import one_line
+from ._common import Failure, ledger_argument, make_console
 
 # --- sql --------------------------------------------------------------------------------
 

@@ -146,7 +146,7 @@ def current_revision(conn: Connection) -> str | None:
 
 
 def one_line(text: str) -> str:
-    """A driver message on one line."""
+    """A message on one line (driver messages span several; an error line must not)."""
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
