@@ -13,8 +13,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-import structlog
-
+from ._logging import get_logger
 from .config import Config, datastore_from_config
 from .datastore import FileDatastore
 from .errors import (
@@ -43,7 +42,7 @@ from .store.log import Durability, Entry, EventLog, PendingCall
 
 __all__ = ["DeferredDatasetHandle", "QuantumBackedButler"]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 #: Errors that mean "the dataset is not there" (SPEC §3): the ref becomes unavailable.
 _MISSING_ERRORS = (LookupError, FileNotFoundError, OSError)

@@ -26,8 +26,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
-
+from ._logging import get_logger
 from .errors import (
     ArtifactCorruptError,
     ConversionError,
@@ -48,7 +47,7 @@ from .storage import StorageClass, StorageClassRegistry, default_registry
 
 __all__ = ["FileDatastore", "RecordsInput"]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 #: What `FileDatastore.import_records` accepts for one datastore name.
 RecordsInput = DatastoreRecordData | SerializedDatastoreRecordData | Mapping[str, Any]

@@ -26,8 +26,6 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-import structlog
-
 try:
     from lsst.daf.butler import DeferredDatasetHandle as _UpstreamHandle
     from lsst.daf.butler import LimitedButler as _UpstreamLimitedButler
@@ -40,6 +38,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
         "pip install 'quantum-ledger[lsst]'"
     ) from e
 
+from ._logging import get_logger
 from .errors import LedgerError, PathEscapeError
 from .events import EventKind, Outcome
 from .model import DatasetRef, DatasetType
@@ -52,7 +51,7 @@ from .store.log import Durability, Entry, EventLog, PendingCall
 
 __all__ = ["RecordingButler", "from_upstream", "quantum_from_upstream", "to_upstream"]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 #: What upstream's QuantumBackedButler.get treats as "not there" (it marks the id unavailable).
 _MISSING_ERRORS = (LookupError, FileNotFoundError, OSError)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import structlog
 from click.testing import CliRunner, Result
 
 from ledger import FileDatastore, Head, Ledger, QuantumBackedButler, QuantumProvenanceData
+from ledger._logging import get_logger
 from ledger.cli import main
 from ledger.store import migrate
 from ledger.testing import QuantumFixture, make_quantum
@@ -722,13 +724,15 @@ def test_logging_goes_to_stderr_at_warning_or_info_with_v(
     original = _inspect._status_rows
 
     def logging_rows(led: Ledger) -> list[dict[str, object]]:
-        log = structlog.get_logger("ledger.probe")
+        log = get_logger("ledger.probe")
         log.info("probe_info", ledger=led.target)
         log.warning("probe_warning")
         return original(led)
 
     monkeypatch.setattr(_inspect, "_status_rows", logging_rows)
     config = structlog.get_config()
+    level = logging.getLogger("ledger").level
+    handlers = list(logging.getLogger("ledger").handlers)
     quiet = run("show", work.ok)
     assert quiet.exit_code == 0
     assert "probe_warning" in quiet.stderr
@@ -737,6 +741,8 @@ def test_logging_goes_to_stderr_at_warning_or_info_with_v(
     loud = run("-v", "show", work.ok)
     assert "probe_info" in loud.stderr
     assert structlog.get_config() == config
+    assert logging.getLogger("ledger").level == level
+    assert logging.getLogger("ledger").handlers == handlers
 
 
 # --- the demo ----------------------------------------------------------------------------------

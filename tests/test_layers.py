@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ledger"
 
 #: Lower layers first; a module may import only modules of its own layer or below.
 LAYERS: list[set[str]] = [
-    {"errors", "_version"},
+    {"errors", "_version", "_logging"},
     {"model"},
     {"records"},
     {"quantum"},

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
 
-import structlog
 from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DataError, IntegrityError
 
+from .._logging import get_logger
 from ..errors import (
     IngestConflictError,
     LedgerCorruptError,
@@ -58,7 +58,7 @@ __all__ = [
     "read_source",
 ]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 #: File names a directory given to ingest is searched for.
 SOURCE_SUFFIXES = (".ledger", ".sqlite", ".sqlite3", ".db")

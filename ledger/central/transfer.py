@@ -19,10 +19,10 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-import structlog
 from pydantic import BaseModel
 from sqlalchemy import Connection, insert, select
 
+from .._logging import get_logger
 from ..errors import IngestConflictError, InvalidParameterError
 from ..events import utc_now
 from ..model import DatasetRef
@@ -35,7 +35,7 @@ from .target import chunks, open_target
 
 __all__ = ["TransferReport", "collect_and_transfer"]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 
 class TransferReport(BaseModel):

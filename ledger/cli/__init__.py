@@ -9,16 +9,18 @@ open ledgers read-only and never change a byte of them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import click
-import structlog
 from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError
 
+from .._logging import LOGGER_NAME
 from .._version import __version__
 from ..errors import LedgerError, LedgerNotFoundError, NotALedgerError
 from ..export import export_jsonl, export_prov
@@ -57,28 +59,33 @@ class _Group(click.Group):
 # --- logging (configured here only) -----------------------------------------------
 
 
-class _StderrLoggerFactory:
-    """Loggers that write to the ``sys.stderr`` of the moment (CliRunner swaps it)."""
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to the ``sys.stderr`` of the moment (CliRunner swaps it)."""
 
-    def __call__(self, *args: Any) -> structlog.PrintLogger:
-        return structlog.PrintLogger(file=sys.stderr)
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def _configure_logging(ctx: click.Context, verbose: int) -> None:
-    level = 30 if verbose == 0 else 20 if verbose == 1 else 10  # WARNING, INFO, DEBUG
-    previous = structlog.get_config()
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=_StderrLoggerFactory(),
-        cache_logger_on_first_use=False,
+    """Send the library's log records to stderr: warnings, or more with ``-v``/``-vv``."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = _StderrHandler()
+    formatter = logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%SZ"
     )
-    # Put the caller's configuration back when the command ends (tests call main often).
-    ctx.call_on_close(lambda: structlog.configure(**previous))
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    logger = logging.getLogger(LOGGER_NAME)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+    def restore() -> None:  # put the caller's configuration back (tests call main often)
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+    ctx.call_on_close(restore)
 
 
 # --- the group ------------------------------------------------------------------------

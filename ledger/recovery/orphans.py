@@ -6,8 +6,7 @@ import hashlib
 import os
 import uuid
 
-import structlog
-
+from .._logging import get_logger
 from ..datastore import FileDatastore
 from ..errors import LedgerError, QuantumStillRunningError, TamperedError
 from ..events import EventKind, Outcome, canonical_json
@@ -20,7 +19,7 @@ from .report import OrphanAction, OutputInfo, QuantumRecovery
 
 __all__ = ["adopt_orphans", "remove_orphans"]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 
 def adopt_orphans(

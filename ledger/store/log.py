@@ -24,11 +24,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-import structlog
 from sqlalchemy import Connection, Engine, create_engine, insert, make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
+from .._logging import get_logger
 from ..errors import (
     LedgerBusyError,
     LedgerError,
@@ -51,7 +51,7 @@ __all__ = [
     "sqlite_path",
 ]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 Durability = Literal["full", "normal", "batch"]
 _DURABILITIES = ("full", "normal", "batch")
