@@ -24,6 +24,7 @@ __all__ = [
     "LedgerReadOnlyError",
     "LedgerUnavailableError",
     "MalformedDetailError",
+    "MissingDependencyError",
     "NoWorkFound",
     "NotALedgerError",
     "PathEscapeError",
@@ -138,6 +139,10 @@ class ConversionError(LedgerError, TypeError):
 
 class InvalidParameterError(LedgerError, ValueError):
     """A read parameter the storage class does not know, or a request it cannot honour."""
+
+
+class MissingDependencyError(LedgerError, ImportError):
+    """An optional package a feature needs is not installed (the message names the extra)."""
 
 
 class ArtifactCorruptError(LedgerError, OSError):

@@ -1,0 +1,156 @@
+"""Where a campaign's events come from: a central ledger, or a folder of ledger files.
+
+Both only read (`Ledger.open`, read-only) and both fold each event once into a
+`CampaignState`:
+
+- `CentralSource` keeps one connection to a central ledger (a SQLite file or a
+  PostgreSQL URL) and follows it by ``seq`` with `Ledger.follow`, which never
+  skips an event that commits late;
+- `FolderSource` polls a folder of per-quantum ledgers: a file is opened only
+  when it (or its ``-wal``) changed since the last poll, and followed from the
+  last ``seq`` read in it. A file that cannot be read yet (being created) is
+  tried again at the next poll.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..central.ingest import expand_sources
+from ..central.target import chunks
+from ..errors import LedgerError
+from ..store.ledger import Ledger
+from .watch import CampaignState, FailureLine, QuantumInfo
+
+__all__ = ["CampaignSource", "CentralSource", "FolderSource", "open_source"]
+
+#: Rows read per query while catching up.
+_BATCH = 10_000
+
+
+def _info(led: Ledger, quantum_ids: Iterable[str]) -> dict[str, QuantumInfo]:
+    """Task label and data ID of these quanta, in chunked IN lists."""
+    found: dict[str, QuantumInfo] = {}
+    for chunk in chunks(sorted(set(quantum_ids))):
+        marks = ", ".join("?" * len(chunk))
+        for qid, task, data_id in led.rows(
+            f"SELECT quantum_id, task_label, data_id FROM quanta WHERE quantum_id IN ({marks})",
+            chunk,
+        ):
+            found[qid] = QuantumInfo(task, data_id)
+    return found
+
+
+def _follow_into(led: Ledger, state: CampaignState, after: int) -> tuple[int, list[FailureLine]]:
+    """Fold every event of ``led`` past ``after``; the last ``seq`` and the new failures."""
+    failures: list[FailureLine] = []
+    while rows := led.follow(after, limit=_BATCH):
+        unknown = {r.quantum_id for r in rows if not state.known(r.quantum_id)}
+        failures.extend(state.apply(rows, _info(led, unknown) if unknown else {}))
+        after = rows[-1].seq or after
+        if len(rows) < _BATCH:
+            break
+    return after, failures
+
+
+class CampaignSource:
+    """A place to poll for a campaign's new events."""
+
+    #: The target as messages show it.
+    where: str
+
+    def poll(self, state: CampaignState) -> list[FailureLine]:
+        """Fold what is new into ``state``; the failures among it."""
+        raise NotImplementedError
+
+    def problems(self) -> list[str]:
+        """Ledgers that could not be read at the last poll, one line each."""
+        return []
+
+    def close(self) -> None:
+        """Release what the source holds."""
+
+
+class CentralSource(CampaignSource):
+    """A central ledger followed by ``seq`` over one read-only connection."""
+
+    def __init__(self, target: str) -> None:
+        self._ledger = Ledger.open(target)
+        self.where = self._ledger.where
+        self._after = 0
+
+    def poll(self, state: CampaignState) -> list[FailureLine]:
+        """Fold the events committed since the last poll."""
+        self._after, failures = _follow_into(self._ledger, state, self._after)
+        return failures
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._ledger.close()
+
+
+@dataclass
+class _FileMark:
+    stamp: tuple[int, ...]
+    after: int
+
+
+@dataclass
+class FolderSource(CampaignSource):
+    """A folder of ledger files (``*.ledger``, ``*.sqlite``...), polled file by file."""
+
+    folder: str
+    _marks: dict[str, _FileMark] = field(default_factory=dict)
+    _problems: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not os.path.isdir(self.folder):
+            raise LedgerError(f"{self.folder} is not a folder")
+        self.where = self.folder
+
+    @staticmethod
+    def _stamp(path: str) -> tuple[int, ...]:
+        """Size and time of the file and its WAL: a change means new events may be there."""
+        stamp: list[int] = []
+        for name in (path, path + "-wal"):
+            try:
+                st = os.stat(name)
+            except FileNotFoundError:
+                stamp.extend((-1, -1))
+                continue
+            stamp.extend((st.st_size, st.st_mtime_ns))
+        return tuple(stamp)
+
+    def poll(self, state: CampaignState) -> list[FailureLine]:
+        """Fold the new events of every ledger file that changed since the last poll."""
+        failures: list[FailureLine] = []
+        for path in expand_sources([self.folder]):
+            stamp = self._stamp(path)
+            mark = self._marks.get(path)
+            if mark is not None and mark.stamp == stamp:
+                continue
+            after = mark.after if mark is not None else 0
+            try:
+                with Ledger.open(path) as led:
+                    after, found = _follow_into(led, state, after)
+            except LedgerError as e:
+                # A file still being created, or damaged: try again at the next poll.
+                self._problems[path] = str(e)
+                continue
+            self._problems.pop(path, None)
+            self._marks[path] = _FileMark(stamp, after)
+            failures.extend(found)
+        return failures
+
+    def problems(self) -> list[str]:
+        """The files that could not be read at their last try, with why."""
+        return [f"{path}: {message}" for path, message in sorted(self._problems.items())]
+
+
+def open_source(target: str) -> CampaignSource:
+    """A `FolderSource` for a folder, else a `CentralSource` (a SQLite path or a URL)."""
+    if os.path.isdir(target):
+        return FolderSource(target)
+    return CentralSource(target)
