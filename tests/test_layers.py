@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"butler"},
     {"recovery", "lsst"},
     {"central", "export", "jsonschema", "testing"},
+    {"campaign"},
     {"_demo", "_cli_central", "cli", "__main__", "__init__"},
 ]
 

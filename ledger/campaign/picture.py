@@ -199,15 +199,17 @@ def draw_lineage(graph: Lineage, *, max_nodes: int = 60) -> Picture:
         v.view = _View(nodes[n].height, nodes[n].width)
     edges = []
     links = []
-    for e in graph.edges:
-        if e.dataset_id in vertices and e.quantum_id in vertices:
+    for edge in graph.edges:
+        if edge.dataset_id in vertices and edge.quantum_id in vertices:
             a, b = (
-                (e.dataset_id, e.quantum_id) if e.relation == "input" else (e.quantum_id, e.dataset_id)
+                (edge.dataset_id, edge.quantum_id)
+                if edge.relation == "input"
+                else (edge.quantum_id, edge.dataset_id)
             )
             link = Edge(vertices[a], vertices[b])
             link.view = _EdgeView()
             links.append(link)
-            edges.append((a, b, e.relation, link))
+            edges.append((a, b, edge.relation, link))
     layout_graph = Graph(list(vertices.values()), links)
     offset = 0.0  # components stacked one under the other
     for component in layout_graph.C:

@@ -225,11 +225,15 @@ def _retried(led: Ledger, max_items: int) -> tuple[list[RetriedQuantum], int]:
 
 
 def _choose_dataset(led: Ledger) -> tuple[str, str] | None:
-    """A final output (written, read by no quantum) of the quanta that ended last."""
+    """A final output (written, read by no quantum) of the succeeded quanta that started last.
+
+    The first start, not the end: a retry late in a campaign does not make an
+    early task's quantum look like the pipeline's last step.
+    """
     fallback: str | None = None
     for (qid,) in led.rows(
         "SELECT quantum_id FROM quantum_status WHERE status = 'succeeded' "
-        "ORDER BY ended_at DESC, quantum_id LIMIT 50"
+        "ORDER BY started_at DESC, quantum_id LIMIT 50"
     ):
         written = [
             r[0]
@@ -250,13 +254,13 @@ def _choose_dataset(led: Ledger) -> tuple[str, str] | None:
             )
             if not any(readers):
                 return dsid, (
-                    "chosen: a final output (written, and read by no quantum) of the last "
-                    "quantum to succeed; pick another with --lineage DATASET_ID"
+                    "chosen: a final output (written, and read by no quantum) of the succeeded "
+                    "quantum that started last; pick another with --lineage DATASET_ID"
                 )
     if fallback is not None:
         return fallback, (
-            "chosen: an output of the last quantum to succeed (every output is read by some "
-            "quantum); pick another with --lineage DATASET_ID"
+            "chosen: an output of the succeeded quantum that started last (every output is "
+            "read by some quantum); pick another with --lineage DATASET_ID"
         )
     return None
 
@@ -273,7 +277,8 @@ def build_report(
     Args:
         led: an open ledger (a central one, usually).
         lineage_dataset: the dataset whose upstream lineage is drawn; None picks
-            a final output of the last quantum to succeed (and says so).
+            a final output of the succeeded quantum that started last
+            (and says so).
         max_nodes: the lineage picture keeps the nodes nearest the dataset, at most this many.
         max_items: failed, interrupted and retried quanta listed, at most this many each.
 

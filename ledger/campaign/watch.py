@@ -258,7 +258,11 @@ class CampaignState:
             "statuses": list(STATUSES),
             "totals": self.totals(),
             "tasks": {
-                task: {**counts[task], "retried": retried[task], "total": sum(counts[task].values())}
+                task: {
+                    **counts[task],
+                    "retried": retried[task],
+                    "total": sum(counts[task].values()),
+                }
                 for task in counts
             },
             "finished": self._n_ended,

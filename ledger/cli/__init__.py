@@ -27,6 +27,7 @@ from ..export import export_jsonl, export_prov
 from ..store import migrate
 from ..store.ledger import Ledger
 from ..store.log import is_sqlite_target, sqlite_path
+from ._campaign import report_command, watch_command
 from ._central import ingest_command, lineage_command
 from ._checks import recover_command, verify
 from ._common import Bug, Failure, ledger_argument, make_console, write_output
@@ -236,5 +237,7 @@ for _command in (
     sql,
     ingest_command,
     lineage_command,
+    watch_command,
+    report_command,
 ):
     main.add_command(_command)
