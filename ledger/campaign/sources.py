@@ -126,7 +126,12 @@ class FolderSource(CampaignSource):
     def poll(self, state: CampaignState) -> list[FailureLine]:
         """Fold the new events of every ledger file that changed since the last poll."""
         failures: list[FailureLine] = []
-        for path in expand_sources([self.folder]):
+        paths = expand_sources([self.folder])
+        present = set(paths)
+        for gone in [p for p in {*self._marks, *self._problems} if p not in present]:
+            self._marks.pop(gone, None)  # removed (or renamed) since: nothing to read there
+            self._problems.pop(gone, None)
+        for path in paths:
             stamp = self._stamp(path)
             mark = self._marks.get(path)
             if mark is not None and mark.stamp == stamp:

@@ -100,20 +100,12 @@ def _view(state: CampaignState, where: str, problems: list[str]) -> RenderableTy
         )
     parts: list[RenderableType] = [header, table]
     if state.failures:
-        failures = Table(box=None, pad_edge=False, header_style="bold", title_justify="left")
-        failures.title = "last failures"
-        for name in ("time", "task", "data ID", "quantum", "att", "error"):
-            failures.add_column(name, overflow="fold" if name == "error" else "ellipsis")
+        parts.append(Text("last failures", style="bold"))
         for f in reversed(state.failures):
-            failures.add_row(
-                fmt_time(f.recorded_at, date=False),
-                f.task_label,
-                f.data_id_text(),
-                short_id(f.quantum_id),
-                str(f.attempt),
-                Text(f.error_line(), style="red"),
-            )
-        parts.append(failures)
+            line = Text(f"{fmt_time(f.recorded_at, date=False)} {f.task_label} ")
+            line.append(f"{f.data_id_text()} ({short_id(f.quantum_id)}) attempt {f.attempt}: ")
+            line.append(one_line(f.error_line()), style="red")
+            parts.append(line)
     parts.extend(Text(f"unreadable: {p}", style="yellow") for p in problems)
     parts.append(Text("interrupted: started, no end recorded yet (running, or killed). "
                       "Ctrl-C stops watching.", style="dim"))  # fmt: skip
