@@ -93,7 +93,10 @@ def test_old_and_new_revisions_are_refused_with_the_way_out(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_migrations_ship_in_the_wheel(tmp_path: Path) -> None:
-    """From an installed wheel (not the source tree), upgrade to head and check for drift."""
+    """From an installed wheel (not the source tree), upgrade to head and check for drift.
+
+    The wheel also carries the report's HTML template (package data).
+    """
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
@@ -127,6 +130,8 @@ def test_migrations_ship_in_the_wheel(tmp_path: Path) -> None:
             config = migrate.alembic_config()
             config.attributes["connection"] = conn
             command.check(config)
+        from importlib.resources import files  # the report's template ships too
+        assert (files("ledger.campaign") / "templates" / "report.html").is_file()
         print("ok", migrate.HEAD_REVISION)
         """
     )
