@@ -19,6 +19,8 @@ from .datastore import FileDatastore
 from .errors import (
     DatasetExistsError,
     DatasetTypeMismatchError,
+    LedgerBusyError,
+    LedgerDiskFullError,
     LedgerError,
     TamperedError,
     UnpredictedOutputError,
@@ -32,6 +34,7 @@ from .recording import (
 )
 from .recording import (
     import_earlier_outputs,
+    keep_caller_error,
     orphan_removal_detail,
     record_quantum_end,
     record_quantum_start,
@@ -303,8 +306,13 @@ class QuantumBackedButler:
 
     # --- recording ------------------------------------------------------------
 
-    def _record(self, kind: str, entries: list[Entry]) -> None:
-        self._log.append(PendingCall(self._qid, self.attempt, kind, entries))
+    def _record(self, kind: str, entries: list[Entry], error: BaseException | None = None) -> None:
+        """Record one call; for a call that raised ``error``, see `keep_caller_error`."""
+        if error is None:
+            self._log.append(PendingCall(self._qid, self.attempt, kind, entries))
+            return
+        with keep_caller_error(error, kind, self._logger):
+            self._log.append(PendingCall(self._qid, self.attempt, kind, entries))
 
     def _record_one(
         self,
@@ -317,9 +325,11 @@ class QuantumBackedButler:
         dataset_id = None if ref is None else self._id_text.get(ref.id) or str(ref.id)
         if error is None:
             entry: Entry = (dataset_id, outcome, None, None, detail)
-        else:
-            entry = (dataset_id, outcome, type(error).__name__, str(error), detail)
-        self._log.append(PendingCall(self._qid, self.attempt, kind, [entry]))
+            self._log.append(PendingCall(self._qid, self.attempt, kind, [entry]))
+            return
+        entry = (dataset_id, outcome, type(error).__name__, str(error), detail)
+        with keep_caller_error(error, kind, self._logger):
+            self._log.append(PendingCall(self._qid, self.attempt, kind, [entry]))
 
     def _check_type(self, kind: str, ref: DatasetRef) -> None:
         """Refuse a ref whose dataset type differs from the one predicted for its id."""
@@ -484,6 +494,7 @@ class QuantumBackedButler:
                         (str(r.id), Outcome.REJECTED, type(error).__name__, str(error), detail)
                         for r in refs
                     ],
+                    error,
                 )
             raise error
         if unstore:
@@ -529,20 +540,28 @@ class QuantumBackedButler:
         upstream's ``QuantumSuccessCaveats``: ``no_work``, ``some_outputs_missing``,
         ``all_outputs_missing`` (computed over all attempts). Any other error is
         ``quantum_failed`` with its type, message and traceback.
+
+        On a full disk (`LedgerDiskFullError`) or a ledger locked too long
+        (`LedgerBusyError`) the ledger stays open, with every buffered event:
+        call ``finish`` (or ``close``) again once there is space.
         """
-        if self._finished:
-            return
-        self._finished = True
-        try:
-            record_quantum_end(
-                self._log,
-                self._qid,
-                self.attempt,
-                (str(i) for i in self._predicted_outputs),
-                error,
-            )
-        finally:
-            self.close()
+        if not self._finished:
+            try:
+                record_quantum_end(
+                    self._log,
+                    self._qid,
+                    self.attempt,
+                    (str(i) for i in self._predicted_outputs),
+                    error,
+                )
+            except (LedgerDiskFullError, LedgerBusyError):
+                raise
+            except BaseException as e:
+                with keep_caller_error(e, "quantum's end", self._logger):
+                    self.close()
+                raise
+            self._finished = True
+        self.close()
 
     def close(self) -> None:
         """Flush and release the ledger without recording an end (it reads as interrupted)."""
@@ -563,5 +582,11 @@ class QuantumBackedButler:
         A ``NoWorkFound`` is recorded as a success with the ``no_work`` caveat
         but not swallowed: upstream's executor, not its butler, catches it
         around ``runQuantum``, and an executor written for upstream keeps doing so.
+        If recording the end fails while an exception propagates, that exception
+        still propagates, with the failure as a note (see `keep_caller_error`).
         """
-        self.finish(exc)
+        if exc is None:
+            self.finish()
+            return
+        with keep_caller_error(exc, "quantum's end", self._logger):
+            self.finish(exc)

@@ -19,6 +19,7 @@ __all__ = [
     "InvalidParameterError",
     "LedgerBusyError",
     "LedgerCorruptError",
+    "LedgerDiskFullError",
     "LedgerError",
     "LedgerNotFoundError",
     "LedgerReadOnlyError",
@@ -75,6 +76,15 @@ class SchemaTooNewError(LedgerError):
 
 class TamperedError(LedgerCorruptError):
     """A hash chain does not verify: a row was edited, removed or reordered."""
+
+
+class LedgerDiskFullError(LedgerError):
+    """The filesystem (or database server) holding the ledger has no space left.
+
+    Nothing recorded is lost: a ``batch``-mode writer keeps its buffered events
+    and writes them, in order, on the next ``flush`` or ``close`` once there is
+    space again.
+    """
 
 
 class LedgerReadOnlyError(LedgerError):

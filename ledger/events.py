@@ -31,6 +31,8 @@ __all__ = [
     "Outcome",
     "canonical_json",
     "chain_hash",
+    "clean_text",
+    "clean_value",
     "definition_digest",
     "event_to_row",
     "parse_detail",
@@ -115,9 +117,47 @@ def utc_now() -> str:
     return f"{cached[1]}.{micros:06d}+00:00"
 
 
+def clean_text(value: str) -> str:
+    """``value`` as text that encodes to UTF-8: each lone surrogate becomes ``\\udcff``.
+
+    Exception messages and file names decoded with ``surrogateescape`` may hold
+    lone surrogates, which no UTF-8 database column accepts. They are recorded
+    with Python's ``backslashreplace`` escapes: deterministic (the same text
+    always gives the same row and hash) and readable; valid text is unchanged.
+    """
+    if value.isascii():
+        return value  # the common case, without an encode
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def clean_value(value: Any) -> Any:
+    """``value`` with `clean_text` applied to every string in it (keys too)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_value(k): clean_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_value(v) for v in value]
+    return value
+
+
 def canonical_json(value: Any) -> str:
-    """JSON text with sorted keys and no spaces: one text per value, for hashing."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """JSON text with sorted keys and no spaces: one text per value, for hashing.
+
+    Strings with lone surrogates are recorded as `clean_text` gives them.
+    """
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            cleaned = clean_value(value)
+            return json.dumps(cleaned, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text
 
 
 def chain_hash(

@@ -39,13 +39,18 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     ) from e
 
 from ._logging import get_logger
-from .errors import LedgerError, PathEscapeError
+from .errors import LedgerBusyError, LedgerDiskFullError, LedgerError, PathEscapeError
 from .events import EventKind, Outcome
 from .model import DatasetRef, DatasetType
 from .provenance import ProvenanceFold, QuantumProvenanceData
 from .quantum import Quantum
 from .recording import detail as _detail
-from .recording import record_quantum_end, record_quantum_start, replay_quantum
+from .recording import (
+    keep_caller_error,
+    record_quantum_end,
+    record_quantum_start,
+    replay_quantum,
+)
 from .records import RECORDS_TABLE, DatastoreRecordData, StoredFileInfo, check_relative_path
 from .store.log import Durability, Entry, EventLog, PendingCall
 
@@ -322,8 +327,14 @@ class RecordingButler:
 
     # --- recording ------------------------------------------------------------------
 
-    def _record(self, kind: str, entries: list[Entry]) -> None:
-        if entries:
+    def _record(self, kind: str, entries: list[Entry], error: BaseException | None = None) -> None:
+        """Record one call; for a call that raised ``error``, see `keep_caller_error`."""
+        if not entries:
+            return
+        if error is None:
+            self._log.append(PendingCall(self._qid, self.attempt, kind, entries))
+            return
+        with keep_caller_error(error, kind, self._logger):
             self._log.append(PendingCall(self._qid, self.attempt, kind, entries))
 
     def _record_one(
@@ -345,6 +356,7 @@ class RecordingButler:
                     detail,
                 )
             ],
+            error,
         )
 
     def _datastore_records(self, refs: list[Any]) -> dict[Any, tuple[str, list[dict[str, Any]]]]:
@@ -444,6 +456,7 @@ class RecordingButler:
             self._record(
                 EventKind.STORED,
                 [(str(r.id), Outcome.ERROR, type(e).__name__, str(e), None) for r in refs],
+                e,
             )
             raise
         self._record(
@@ -480,11 +493,13 @@ class RecordingButler:
                 detail = _detail(provenance=summary)
                 self._record_one(EventKind.PUT, ref, Outcome.REJECTED, e, detail)
                 raise
-            name, records = self._written(ref)
-            exists = bool(self._butler._datastore.exists(ref))
-            after = {"records": records, "artifact_exists": exists}
-            detail = _detail(datastore=name, after=after, provenance=summary)
-            self._record_one(EventKind.PUT, ref, Outcome.ERROR, e, detail)
+            # Asking the datastore what it holds now may fail too: never instead of `e`.
+            with keep_caller_error(e, EventKind.PUT, self._logger):
+                name, records = self._written(ref)
+                exists = bool(self._butler._datastore.exists(ref))
+                after = {"records": records, "artifact_exists": exists}
+                detail = _detail(datastore=name, after=after, provenance=summary)
+                self._record_one(EventKind.PUT, ref, Outcome.ERROR, e, detail)
             raise
         name, records = self._written(ref)
         detail = _detail(datastore=name, records=records, provenance=summary)
@@ -524,6 +539,7 @@ class RecordingButler:
             self._record(
                 EventKind.PRUNE,
                 [(str(r.id), outcome, type(e).__name__, str(e), detail) for r in refs],
+                e,
             )
             raise
         kept = self._datastore_records(refs) if unstore and not purge else {}
@@ -567,13 +583,19 @@ class RecordingButler:
 
     def finish(self, error: BaseException | None = None) -> None:
         """Record how the quantum ended (once), as `ledger.QuantumBackedButler.finish` does."""
-        if self._finished:
-            return
-        self._finished = True
-        try:
-            record_quantum_end(self._log, self._qid, self.attempt, self._predicted_outputs, error)
-        finally:
-            self.close()
+        if not self._finished:
+            try:
+                record_quantum_end(
+                    self._log, self._qid, self.attempt, self._predicted_outputs, error
+                )
+            except (LedgerDiskFullError, LedgerBusyError):
+                raise  # the ledger stays open with its buffer: finish again once there is space
+            except BaseException as e:
+                with keep_caller_error(e, "quantum's end", self._logger):
+                    self.close()
+                raise
+            self._finished = True
+        self.close()
 
     def close(self) -> None:
         """Flush and release the ledger (the wrapped butler stays open: it is the caller's)."""
@@ -588,8 +610,16 @@ class RecordingButler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Record the end; every exception propagates (``NoWorkFound`` too, as upstream)."""
-        self.finish(exc)
+        """Record the end; every exception propagates (``NoWorkFound`` too, as upstream).
+
+        If recording the end fails while an exception propagates, that exception
+        still propagates, with the failure as a note (see `keep_caller_error`).
+        """
+        if exc is None:
+            self.finish()
+            return
+        with keep_caller_error(exc, "quantum's end", self._logger):
+            self.finish(exc)
 
 
 # isinstance(recording_butler, LimitedButler) holds: it answers every LimitedButler call.

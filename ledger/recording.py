@@ -6,6 +6,7 @@ other butlers (``ledger.lsst``), so every recorder writes the same rows.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -13,12 +14,12 @@ import platform
 import socket
 import traceback
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ._version import __version__
 from .datastore import FileDatastore
-from .events import EventKind, Outcome, canonical_json, utc_now
+from .events import EventKind, Outcome, canonical_json, clean_text, clean_value, utc_now
 from .model import DatasetRef
 from .provenance import ProvenanceFold
 from .quantum import Quantum
@@ -32,6 +33,7 @@ __all__ = [
     "environment",
     "import_earlier_outputs",
     "is_no_work",
+    "keep_caller_error",
     "orphan_removal_detail",
     "quantum_rows",
     "record_quantum_end",
@@ -67,7 +69,27 @@ def detail(**values: Any) -> str | None:
     kept = {k: v for k, v in values.items() if v is not None}
     if not kept:
         return None
-    return _DETAIL_JSON.encode(kept)
+    text = _DETAIL_JSON.encode(kept)
+    if "\\ud" in text:  # maybe a lone surrogate (a name decoded with surrogateescape)
+        text = _DETAIL_JSON.encode(clean_value(kept))
+    return text
+
+
+@contextlib.contextmanager
+def keep_caller_error(error: BaseException, kind: str, logger: Any) -> Iterator[None]:
+    """Around recording a call (or a quantum's end) that raised ``error``: never replace it.
+
+    The caller's exception is what the task and its executor must see; if
+    recording it fails (a full disk, a lost database server), the failure
+    becomes a note on ``error`` and a ``call_not_recorded`` warning, and
+    ``error`` propagates unchanged.
+    """
+    try:
+        yield
+    except Exception as failure:
+        message = f"{type(failure).__name__}: {failure}"
+        error.add_note(f"quantum-ledger could not record the failed {kind} ({message})")
+        logger.warning("call_not_recorded", kind=kind, error=type(error).__name__, why=message)
 
 
 def is_no_work(error: BaseException) -> bool:
@@ -156,7 +178,12 @@ def quantum_rows(
     for connection, refs in quantum.outputs.items():
         for position, ref in enumerate(refs):
             add("output", connection, position, ref)
-    return [(quanta, [quantum_row]), (datasets, list(rows.values()))]
+    return [(quanta, [_clean_row(quantum_row)]), (datasets, [_clean_row(r) for r in rows.values()])]
+
+
+def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with `clean_text` applied to its text values (a task label, a host name)."""
+    return {k: clean_text(v) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def records_of(data: DatastoreRecordData, dataset_id: uuid.UUID) -> list[dict[str, Any]]:

@@ -276,9 +276,10 @@ class Ledger:
         if after_seq is not None:
             where.append("seq > ?")
             params.append(int(after_seq))
-        if quantum_id is not None:
+        qid = None if quantum_id is None else self.resolve_quantum(quantum_id)
+        if qid is not None:
             where.append("quantum_id = ?")
-            params.append(self.resolve_quantum(quantum_id))
+            params.append(qid)
         for column, value in (("kind", kind), ("outcome", outcome)):
             if value is not None:
                 values = [value] if isinstance(value, str) else list(value)
@@ -290,7 +291,7 @@ class Ledger:
         if attempt is not None:
             where.append("attempt = ?")
             params.append(attempt)
-        self._until(until, where, params)
+        self._until(until, where, params, qid)
         sql = _EVENT_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
         rows = self.rows(sql, params)
         for row in rows:
@@ -326,16 +327,37 @@ class Ledger:
         sql = _EVENT_SELECT + " WHERE seq > ? ORDER BY seq LIMIT ?"
         return [EventRow(*row) for row in self.rows(sql, [int(after_seq), int(limit)])]
 
-    @staticmethod
-    def _until(until: int | datetime | None, where: list[str], params: list[Any]) -> None:
+    def _until(
+        self,
+        until: int | datetime | None,
+        where: list[str],
+        params: list[Any],
+        quantum_id: str | None = None,
+    ) -> None:
+        """Filter to the events "until" a quantum_seq, or a time (see `replay`)."""
         if until is None:
             return
-        if isinstance(until, datetime):
-            where.append("recorded_at <= ?")
-            params.append(_to_until_text(until))
-        else:
+        if not isinstance(until, datetime):
             where.append("quantum_seq <= ?")
             params.append(int(until))
+            return
+        # A time cuts each quantum's events in order at its first event stamped after
+        # it, so a clock that went backwards never yields a state that never existed.
+        at = _to_until_text(until)
+        if quantum_id is not None:
+            ((cut,),) = self.rows(
+                "SELECT MIN(quantum_seq) FROM events WHERE quantum_id = ? AND recorded_at > ?",
+                [quantum_id, at],
+            )
+            if cut is not None:
+                where.append("quantum_seq < ?")
+                params.append(int(cut))
+            return
+        where.append(
+            "NOT EXISTS (SELECT 1 FROM events AS later WHERE later.quantum_id = events.quantum_id"
+            " AND later.quantum_seq <= events.quantum_seq AND later.recorded_at > ?)"
+        )
+        params.append(at)
 
     def fold(
         self,
@@ -352,7 +374,7 @@ class Ledger:
         if attempt is not None:
             where.append("attempt = ?")
             params.append(attempt)
-        self._until(until, where, params)
+        self._until(until, where, params, qid)
         table, order = "events", "quantum_seq"
         if self._raw is not None and self._one_quantum():
             # A one-quantum file (the common case): read the table in rowid order instead
@@ -402,7 +424,16 @@ class Ledger:
         *,
         attempt: int | None = None,
     ) -> QuantumProvenanceData:
-        """The provenance of one quantum as of ``until`` (a quantum_seq or a time)."""
+        """The provenance of one quantum as of ``until`` (a quantum_seq or a time).
+
+        Events are folded in order (``quantum_seq``, which is ``seq`` order within
+        a quantum). ``until`` as an int keeps the events with ``quantum_seq <=
+        until``. As a datetime (naive means UTC) it gives the state after the
+        last event before the quantum's first event whose ``recorded_at`` is
+        later than ``until``: a prefix of the events, so a clock that went
+        backwards never yields a state that never existed (an output without
+        the inputs read before it). ``attempt`` then keeps that attempt's events.
+        """
         qid = self.resolve_quantum(quantum_id)
         name = next(
             iter(self.rows("SELECT datastore_name FROM quanta WHERE quantum_id = ?", [qid]))

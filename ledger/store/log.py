@@ -31,10 +31,11 @@ from sqlalchemy.pool import StaticPool
 from .._logging import get_logger
 from ..errors import (
     LedgerBusyError,
+    LedgerDiskFullError,
     LedgerError,
     LedgerNotFoundError,
 )
-from ..events import EVENT_COLUMNS, chain_hash, utc_now
+from ..events import EVENT_COLUMNS, chain_hash, clean_text, utc_now
 from . import migrate
 from .schema import events, ledger_info
 
@@ -119,6 +120,14 @@ def chain_rows(
         kind = str(call.kind)
         for dataset_id, outcome, error_type, error_message, detail in call.entries:
             seq += 1
+            # Lone surrogates (from surrogateescape-decoded names) cannot be stored as
+            # UTF-8: record them escaped, the same way every time, so the hash holds.
+            if error_message is not None:
+                error_message = clean_text(error_message)
+            if error_type is not None:
+                error_type = clean_text(error_type)
+            if detail is not None and not detail.isascii():
+                detail = clean_text(detail)
             # The row without its hash is exactly chain_hash's argument list.
             head = (
                 qid,
@@ -404,10 +413,15 @@ class EventLog:
         self._appender.write((call,), rows)
 
     def flush(self) -> None:
-        """Write buffered calls (``batch`` mode) in one transaction."""
+        """Write buffered calls (``batch`` mode) in one transaction.
+
+        The buffer is emptied only once that transaction committed: when the
+        write fails (e.g. `LedgerDiskFullError`) every buffered call is kept,
+        and the next flush writes them all, in order, continuing the chain.
+        """
         if self._pending:
-            pending, self._pending, self._pending_events = self._pending, [], 0
-            self._appender.write(pending, ())
+            self._appender.write(self._pending, ())
+            self._pending, self._pending_events = [], 0
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         """Stream rows through the writer's connection (after flushing)."""
@@ -415,11 +429,25 @@ class EventLog:
         return self._appender.query(sql, params)
 
     def close(self) -> None:
-        """Flush, then release the connection and the writer lock."""
+        """Flush, then release the connection and the writer lock.
+
+        If the flush fails for want of space or of the lock
+        (`LedgerDiskFullError`, `LedgerBusyError`), the log stays open with its
+        buffer, so that a later ``close()`` (or ``flush()``) writes it.
+        """
         try:
             self.flush()
-        finally:
+        except (LedgerDiskFullError, LedgerBusyError):
+            raise
+        except BaseException:
+            self._release()
+            raise
+        self._release()
+
+    def _release(self) -> None:
+        try:
             self._appender.close()
+        finally:
             self._release_writer_lock()
 
     def __enter__(self) -> EventLog:

@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from ..errors import (
     LedgerBusyError,
     LedgerCorruptError,
+    LedgerDiskFullError,
     LedgerError,
     LedgerUnavailableError,
     NotALedgerError,
@@ -154,6 +155,13 @@ def translate_db_error(e: BaseException, where: str) -> LedgerError:
     """Map a driver error (raw or wrapped by SQLAlchemy) to the library's errors."""
     original = e.orig if isinstance(e, DBAPIError) else e
     message = str(original)
+    # SQLite's SQLITE_FULL; PostgreSQL's disk_full (53100, "No space left on device").
+    if "database or disk is full" in message or "No space left on device" in message:
+        return LedgerDiskFullError(
+            f"{where}: the disk is full ({one_line(message)}); nothing recorded is lost: free "
+            "space on the filesystem that holds the ledger, then retry (a batch-mode writer "
+            "keeps its buffered events and writes them on its next flush or close)"
+        )
     if "file is not a database" in message:
         return NotALedgerError(f"{where} is not a SQLite database, so not a ledger")
     if "malformed" in message or "disk image" in message:
