@@ -223,7 +223,7 @@ class QuantumBackedButler:
         """
         if skip_existing and clobber:
             raise ValueError("resume takes skip_existing or clobber, not both")
-        with Ledger.open(ledger) as led:
+        with Ledger.open(ledger) as led, led.snapshot():
             qid = led.resolve_quantum(quantum_id)
             quantum = led.quantum(qid)
             recorded = led.info(qid).datastore_name

@@ -68,7 +68,7 @@ def recover(
         UnknownQuantumError: ``quantum_id`` is not in the ledger.
     """
     ds = scratch(datastore)
-    with Ledger.open(ledger) as led:
+    with Ledger.open(ledger) as led, led.snapshot():
         problems = led.verify().problems
         quanta = [
             inspect_quantum(led, ds, qid, problems)[0] for qid in select_quanta(led, quantum_id)

@@ -80,7 +80,7 @@ def _act(
 ) -> list[OrphanAction]:
     ds = scratch(datastore)
     where = os.fspath(ledger)
-    with Ledger.open(ledger) as led:
+    with Ledger.open(ledger) as led, led.snapshot():
         problems = led.verify().problems
         plans = [inspect_quantum(led, ds, qid, problems) for qid in select_quanta(led, quantum_id)]
     plans = [(rec, quantum) for rec, quantum in plans if rec.orphans]

@@ -7,6 +7,7 @@ cursor into the pure fold; memory grows with distinct datasets, not events.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -17,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
@@ -78,6 +79,9 @@ class Ledger:
         self.where = migrate.display_target(target)
         self._engine = engine
         self._raw = raw
+        #: The connection of an open `snapshot` on a server database, and its depth.
+        self._held: Connection | None = None
+        self._depth = 0
 
     # --- opening ------------------------------------------------------------
 
@@ -135,6 +139,55 @@ class Ledger:
 
     # --- low-level reading ------------------------------------------------------
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Read every query inside the block from one moment of the ledger.
+
+        A ledger may be written while it is read (a worker still appending to a
+        shared file, an ingest into a central database). Queries run one after
+        the other would each see a later moment: a quantum's ``quanta`` row
+        without the events read before it, and so a false report of tampering.
+        Inside the block, SQLite reads in one read transaction (a WAL snapshot)
+        and a server database in one REPEATABLE READ transaction. Blocks nest.
+        """
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        try:
+            if self._raw is not None:
+                self._raw.execute("BEGIN")
+                self._raw.execute("SELECT 1 FROM ledger_info LIMIT 1").fetchall()  # pin it now
+            else:
+                self._held = self._engine.connect().execution_options(
+                    isolation_level="REPEATABLE READ"
+                )
+                self._held.begin()
+        except sqlite3.Error as e:
+            raise translate_sqlite_error(e, self.where) from e
+        except DBAPIError as e:
+            self._release()
+            raise migrate.translate_db_error(e, self.where) from e
+        self._depth = 1
+        try:
+            yield
+        finally:
+            self._depth = 0
+            self._release()
+
+    def _release(self) -> None:
+        if self._raw is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._raw.execute("ROLLBACK")
+        elif self._held is not None:
+            held, self._held = self._held, None
+            with contextlib.suppress(DBAPIError):
+                held.rollback()
+            held.close()
+
     def rows(self, sql: str, params: Sequence[Any] = ()) -> Generator[tuple[Any, ...], None, None]:
         """Stream the rows of a query written with ``?`` placeholders."""
         if self._raw is not None:
@@ -147,6 +200,16 @@ class Ledger:
         bound = sql
         for name in names:
             bound = bound.replace("?", f":{name}", 1)
+        if self._held is not None:
+            result = self._held.execution_options(stream_results=True, yield_per=10_000).execute(
+                text(bound), dict(zip(names, params, strict=True))
+            )
+            try:
+                for row in result:
+                    yield tuple(row)
+            finally:
+                result.close()
+            return
         with self._engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=10_000).execute(
                 text(bound), dict(zip(names, params, strict=True))

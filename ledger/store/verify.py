@@ -145,7 +145,16 @@ def _is_json_object(text: str) -> bool:
 
 
 def verify_ledger(ledger: Ledger, heads: Sequence[Head] = ()) -> VerifyReport:
-    """Check every chain in ``ledger`` (and each head given); never raises for a bad row."""
+    """Check every chain in ``ledger`` (and each head given); never raises for a bad row.
+
+    Everything is read in one snapshot (`Ledger.snapshot`), so a ledger that is
+    being written verifies as of one moment instead of reporting false tampering.
+    """
+    with ledger.snapshot():
+        return _verify(ledger, heads)
+
+
+def _verify(ledger: Ledger, heads: Sequence[Head]) -> VerifyReport:
     problems: list[str] = []
     first_bad: dict[str, int] = {}
 
@@ -192,7 +201,7 @@ def verify_ledger(ledger: Ledger, heads: Sequence[Head] = ()) -> VerifyReport:
         if expected is not None and expected != definitions[qid]:
             problem(qid, 0, "its quanta/datasets rows differ from those recorded at its start")
     for head in heads:
-        _check_head(ledger, head, tips, problem)
+        _check_head(ledger, head, tips, known | set(tips), problem)
     return VerifyReport(
         ok=not problems,
         problems=problems,
@@ -241,16 +250,32 @@ def _check_head(
     ledger: Ledger,
     head: Head,
     tips: dict[str, tuple[int, str | None]],
+    held: set[str],
     problem: Any,
 ) -> None:
+    """Check one head recorded elsewhere (``held``: every quantum the ledger holds)."""
     qid = str(head.quantum_id)
+    if qid not in held:
+        which = next(iter(held)) if len(held) == 1 else f"{len(held)} other quanta"
+        problem(
+            qid,
+            0,
+            f"a head was given for it, but {ledger.where} holds no such quantum (it holds "
+            f"{which}): the head belongs to another ledger's quantum; give this one's head",
+        )
+        return
     seq, _ = tips.get(qid, (0, None))
     if seq < head.quantum_seq:
+        owner = _owner_of(ledger, head)
+        cause = (
+            f"that head is quantum {owner}'s, not this quantum's"
+            if owner is not None and owner != qid
+            else "the tail of the ledger was cut off"
+        )
         problem(
             qid,
             seq + 1,
-            f"ends at quantum_seq {seq} but its recorded head is at {head.quantum_seq}: "
-            "the tail of the ledger was cut off",
+            f"ends at quantum_seq {seq} but its recorded head is at {head.quantum_seq}: {cause}",
         )
         return
     if head.quantum_seq == 0:
@@ -262,12 +287,30 @@ def _check_head(
         )
     )
     if not rows or rows[0][0] != head.hash:
+        owner = _owner_of(ledger, head)
+        cause = (
+            f"that head is quantum {owner}'s, not this quantum's"
+            if owner is not None and owner != qid
+            else "the chain was rewritten"
+        )
         problem(
             qid,
             head.quantum_seq,
-            f"quantum_seq {head.quantum_seq}: hash differs from the recorded head "
-            "(the chain was rewritten)",
+            f"quantum_seq {head.quantum_seq}: hash differs from the recorded head ({cause})",
         )
+
+
+def _owner_of(ledger: Ledger, head: Head) -> str | None:
+    """The quantum of this ledger whose event at the head's quantum_seq has the head's hash."""
+    if head.hash is None:
+        return None
+    rows = list(
+        ledger.rows(
+            "SELECT quantum_id FROM events WHERE quantum_seq = ? AND hash = ? LIMIT 1",
+            [head.quantum_seq, head.hash],
+        )
+    )
+    return str(rows[0][0]) if rows else None
 
 
 def definition_rows_digest(
