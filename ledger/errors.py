@@ -25,6 +25,7 @@ __all__ = [
     "LedgerReadOnlyError",
     "LedgerUnavailableError",
     "MalformedDetailError",
+    "MalformedRowError",
     "MissingDependencyError",
     "NoWorkFound",
     "NotALedgerError",
@@ -62,8 +63,12 @@ class LedgerCorruptError(LedgerError):
     """The ledger is truncated, damaged, or holds rows the library cannot read."""
 
 
-class MalformedDetailError(LedgerCorruptError):
-    """An event's ``detail`` column is not valid JSON."""
+class MalformedRowError(LedgerCorruptError):
+    """A row holds a value no recorder writes: a wrong type, a bad id, time or JSON."""
+
+
+class MalformedDetailError(MalformedRowError):
+    """An event's ``detail`` column is not valid JSON (or not the JSON its kind records)."""
 
 
 class SchemaTooOldError(LedgerError):

@@ -17,6 +17,7 @@ from typing import IO, Any
 from .events import EventKind, EventRow
 from .store.ledger import Ledger
 from .store.schema import datasets, quanta
+from .store.validate import check_dataset, check_event, check_quanta
 
 __all__ = ["JSONL_FORMAT", "PROV_NAMESPACES", "export_jsonl", "export_prov", "jsonl_records"]
 
@@ -61,12 +62,15 @@ def jsonl_records(ledger: Ledger) -> Iterator[dict[str, Any]]:
         "info": info,
     }
     for row in ledger.rows(_select(_QUANTA_COLUMNS, "quanta", "created_at, quantum_id")):
+        check_quanta(row, ledger.where)
         yield {"record": "quantum", **dict(zip(_QUANTA_COLUMNS, row, strict=True))}
     for row in ledger.rows(
         _select(_DATASET_COLUMNS, "datasets", "quantum_id, role, connection, position")
     ):
+        check_dataset(row, ledger.where)
         yield {"record": "dataset", **dict(zip(_DATASET_COLUMNS, row, strict=True))}
     for row in ledger.rows(_select(EventRow._fields, "events", "seq")):
+        check_event(row, ledger.where)
         yield {"record": "event", **dict(zip(EventRow._fields, row, strict=True))}
 
 
@@ -130,6 +134,7 @@ def export_prov(ledger: Ledger) -> dict[str, Any]:
     for row in ledger.rows(
         _select(_DATASET_COLUMNS, "datasets", "quantum_id, role, connection, position")
     ):
+        check_dataset(row, ledger.where)
         values = dict(zip(_DATASET_COLUMNS, row, strict=True))
         described.setdefault(values["dataset_id"], values)
 
@@ -216,7 +221,7 @@ def _entity(doc: dict[str, Any], dataset_id: str, row: dict[str, Any] | None) ->
         return entity
     attributes: dict[str, Any] = {"prov:type": _qname("qledger:Dataset")}
     if row is not None:
-        label = _data_id_label(json.loads(row["data_id"]))
+        label = _data_id_label(json.loads(row["data_id"]))  # checked as it was read
         attributes.update(
             {
                 "prov:label": f"{row['dataset_type']} ({label})",

@@ -652,7 +652,9 @@ def test_malformed_detail_is_reported_not_crashed_on(work: Work) -> None:
     )
     conn.commit()
     conn.close()
-    assert "detail is not valid JSON" in assert_one_line_error(run("events", work.ok))
+    assert "detail is not a JSON object (it is not valid JSON" in assert_one_line_error(
+        run("events", work.ok)
+    )
     assert "quantum_seq" in assert_one_line_error(run("replay", work.ok))
     result = run("verify", work.ok)
     assert result.exit_code == 1

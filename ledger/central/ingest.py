@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import multiprocessing
 import os
 import socket
@@ -38,6 +37,7 @@ from ..errors import (
     LedgerCorruptError,
     LedgerError,
     LedgerNotFoundError,
+    MalformedRowError,
     NotALedgerError,
     SchemaTooNewError,
     TamperedError,
@@ -46,7 +46,8 @@ from ..events import EVENT_COLUMNS, definition_digest, utc_now
 from ..store import migrate
 from ..store.log import is_sqlite_target, lock_event_order, sqlite_path, translate_sqlite_error
 from ..store.schema import events, ingests, quanta
-from ..store.verify import dataset_columns, quanta_columns, row_is_sound, row_problem
+from ..store.validate import dataset_problem, event_problem, quanta_problem, show
+from ..store.verify import ChainChecker, dataset_columns, quanta_columns
 from .target import chunks, open_target, placeholders
 
 __all__ = [
@@ -204,35 +205,68 @@ def read_source(path: str, *, verify: bool = True) -> _Source:
         raise translate_sqlite_error(e, path) from e
     finally:
         conn.close()
-    if verify:
-        _check_source(source)
+    _check_source(source, verify=verify)
     return source
 
 
-def _check_source(source: _Source) -> None:
-    """Refuse a source whose chains or definitions do not verify (nothing of it is copied)."""
+def _check_source(source: _Source, *, verify: bool) -> None:
+    """Refuse a source that breaks a rule (nothing of it is copied).
+
+    Every value is checked (`ledger.store.validate`), so nothing that readers
+    cannot read back enters the target; with ``verify`` the hash chains,
+    attempts and definitions are checked too (`ChainChecker`).
+
+    Raises:
+        MalformedRowError: a row holds a value no recorder writes.
+        TamperedError: a chain or a definition does not verify.
+        LedgerCorruptError: a quantum has events but no quanta row.
+    """
+    refuse = f'not ingested (run "qledger verify {source.name}")'
+    for row in source.quanta:
+        problem = quanta_problem(row)
+        if problem is not None:
+            raise MalformedRowError(
+                f"{source.name}: the quanta row of quantum {show(row[0])}: {problem}; {refuse}"
+            )
+    for rows in source.datasets.values():
+        for row in rows:
+            problem = dataset_problem(row)
+            if problem is not None:
+                raise MalformedRowError(
+                    f"{source.name}: the datasets row of {show(row[1])} of quantum "
+                    f"{show(row[0])}: {problem}; {refuse}"
+                )
     known = {row[0]: row for row in source.quanta}
-    for qid, rows in source.events.items():
+    for qid in source.events:
         if qid not in known:
-            raise LedgerCorruptError(f"{source.name}: quantum {qid} has events but no quanta row")
-        tip: tuple[int, str | None] = (0, None)
-        for raw in rows:
-            if not row_is_sound(raw, tip):
-                problem = row_problem(raw, tip) or "the row does not verify"
-                raise TamperedError(
-                    f"{source.name}: quantum {qid}: {problem}; not ingested "
-                    f'(run "qledger verify {source.name}")'
-                )
-            tip = (raw[2], raw[13])
-        started = rows[0]
-        if started[5] == "quantum_started" and started[10]:
-            expected = json.loads(started[10]).get("definition")
-            actual = definition_digest(known[qid], source.datasets.get(qid, []))
-            if expected is not None and expected != actual:
-                raise TamperedError(
-                    f"{source.name}: quantum {qid}: its quanta/datasets rows differ from those "
-                    f'recorded at its start; not ingested (run "qledger verify {source.name}")'
-                )
+            raise LedgerCorruptError(
+                f"{source.name}: quantum {show(qid)} has events but no quanta row; {refuse}"
+            )
+    if not verify:
+        for rows in source.events.values():
+            for raw in rows:
+                problem = event_problem(raw)
+                if problem is not None:
+                    raise MalformedRowError(
+                        f"{source.name}: quantum {show(raw[1])} quantum_seq {show(raw[2])}: "
+                        f"{problem}; {refuse}"
+                    )
+        return
+    checker = ChainChecker()
+    for rows in source.events.values():
+        checker.feed(rows)
+    if checker.problems:
+        qid, _, message = checker.problems[0]
+        raise TamperedError(f"{source.name}: quantum {qid}: {message}; {refuse}")
+    for qid in source.events:
+        expected = checker.started.get(qid)
+        if expected is not None and expected != definition_digest(
+            known[qid], source.datasets.get(qid, [])
+        ):
+            raise TamperedError(
+                f"{source.name}: quantum {qid}: its quanta/datasets rows differ from those "
+                f"recorded at its start; {refuse}"
+            )
 
 
 def _without_target(sources: Iterable[str], target: str, log: Any) -> Iterator[str]:

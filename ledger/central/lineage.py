@@ -13,7 +13,6 @@ actual edges among them (see `lineage_sql`): it never aggregates the whole log.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -22,6 +21,7 @@ from pydantic import BaseModel
 
 from ..errors import DatasetNotFoundError, InvalidParameterError
 from ..store.ledger import Ledger
+from ..store.validate import data_id_value, show
 from .target import chunks
 
 __all__ = ["Lineage", "LineageDataset", "LineageEdge", "LineageQuantum", "lineage", "lineage_sql"]
@@ -358,7 +358,10 @@ def _datasets(ledger: Ledger, ids: list[str]) -> dict[str, LineageDataset]:
     for did, dataset_type, run, data_id in _in_list(ledger, sql, ids):
         if found[did].dataset_type is None:
             found[did] = LineageDataset(
-                dataset_id=did, dataset_type=dataset_type, run=run, data_id=json.loads(data_id)
+                dataset_id=did,
+                dataset_type=dataset_type,
+                run=run,
+                data_id=data_id_value(data_id, ledger.where, f"the datasets row of {show(did)}"),
             )
     return found
 
@@ -380,7 +383,7 @@ def _quanta(ledger: Ledger, depths: dict[str, int]) -> dict[str, LineageQuantum]
         qid: LineageQuantum(
             quantum_id=qid,
             task_label=task,
-            data_id=json.loads(data_id),
+            data_id=data_id_value(data_id, ledger.where, f"the quanta row of {show(qid)}"),
             status=_STATUS.get(last, "interrupted"),
             depth=depths[qid],
         )

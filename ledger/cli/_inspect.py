@@ -17,6 +17,7 @@ from ..events import Event, EventKind, Outcome
 from ..provenance import QuantumProvenanceData
 from ..recovery.inspection import process_state
 from ..store.ledger import Ledger
+from ..store.validate import detail_problem
 from ._common import (
     STATUS_STYLE,
     fmt_data_id,
@@ -44,10 +45,9 @@ def _status_rows(led: Ledger) -> list[dict[str, Any]]:
     for qid, detail in led.rows(
         "SELECT quantum_id, detail FROM events WHERE kind = 'quantum_started' ORDER BY seq"
     ):
-        try:
-            env = json.loads(detail) if detail else {}
-        except ValueError:
+        if detail is None or detail_problem("quantum_started", detail) is not None:
             continue  # verify reports it; the quanta row still says where it ran
+        env = json.loads(detail)
         if isinstance(env, dict) and "host" in env:
             latest[str(qid)] = (env.get("host"), env.get("pid"))
     for row in rows:

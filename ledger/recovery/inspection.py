@@ -7,19 +7,20 @@ import hashlib
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..config import datastore_from_config
 from ..datastore import FileDatastore
 from ..errors import LedgerError
-from ..events import EventKind, Outcome, parse_detail
+from ..events import EventKind, EventRow, Outcome, parse_detail
 from ..model import DatasetRef
 from ..provenance import ProvenanceFold
 from ..quantum import Quantum
 from ..records import StoredFileInfo
 from ..store.ledger import Ledger
+from ..store.validate import check_event
 from .report import (
     AttemptInfo,
     DatasetInfo,
@@ -113,13 +114,12 @@ def inspect_quantum(
     quantum = led.quantum(qid)
     history = _History(led.target, qid, *led.predicted(qid))
     rows = led.rows(
-        "SELECT quantum_seq, attempt, kind, dataset_id, outcome, error_type, "
-        "error_message, detail, recorded_at FROM events WHERE quantum_id = ? "
+        "SELECT " + ", ".join(EventRow._fields) + " FROM events WHERE quantum_id = ? "
         "ORDER BY quantum_seq",
         [qid],
     )
     try:
-        history.read(rows)
+        history.read(_checked(rows, led.where))
     finally:
         rows.close()  # on an error, now, while the connection is open
     fold = history.fold
@@ -179,6 +179,13 @@ def inspect_quantum(
         chain_problems=[p for p in problems if p.startswith(f"quantum {qid}:")],
     )
     return recovery, quantum
+
+
+def _checked(rows: Iterable[tuple[Any, ...]], where: str) -> Iterator[tuple[Any, ...]]:
+    """The columns `_History.read` takes of each events row, each row checked first."""
+    for row in rows:
+        check_event(row, where)
+        yield row[2], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11]
 
 
 class _History:
@@ -347,7 +354,7 @@ def _inside(ds: FileDatastore, path: Path) -> bool:
 
 def process_state(host: str | None, pid: int | None) -> Process:
     """Whether the recorded process may still be running (checked on this host only)."""
-    if host != socket.gethostname() or pid is None or pid <= 0:
+    if host != socket.gethostname() or type(pid) is not int or not 0 < pid < 2**31:
         return "unknown"
     try:
         os.kill(pid, 0)

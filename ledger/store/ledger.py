@@ -27,15 +27,27 @@ from ..errors import (
     LedgerError,
     LedgerNotFoundError,
     MalformedDetailError,
+    MalformedRowError,
+    PathEscapeError,
     UnknownQuantumError,
 )
-from ..events import Event, EventRow, parse_detail, row_to_event
+from ..events import Event, EventRow, canonical_json, row_to_event
 from ..model import DatasetRef, DatasetType
 from ..provenance import ProvenanceFold, QuantumProvenanceData
 from ..quantum import Quantum
 from ..records import DatastoreRecordData, StoredFileInfo
 from . import migrate
 from .log import is_sqlite_target, sqlite_path, translate_sqlite_error
+from .validate import (
+    QUANTA_COLUMNS,
+    check_dataset,
+    check_event,
+    check_quanta,
+    detail_problem,
+    is_time,
+    is_uuid,
+    show,
+)
 from .verify import Head, VerifyReport, verify_ledger
 
 __all__ = ["Head", "Ledger", "QuantumInfo", "VerifyReport"]
@@ -226,9 +238,15 @@ class Ledger:
 
     def quantum_ids(self) -> list[uuid.UUID]:
         """Every quantum in the ledger, in order of creation."""
-        return [
-            uuid.UUID(r[0]) for r in self.rows("SELECT quantum_id FROM quanta ORDER BY created_at")
-        ]
+        ids = []
+        for (qid,) in self.rows("SELECT quantum_id FROM quanta ORDER BY created_at"):
+            if not is_uuid(qid):
+                raise MalformedRowError(
+                    f"{self.where}: quanta holds quantum_id {show(qid)}, not a canonical UUID; "
+                    f'the ledger was damaged or edited (run "qledger verify {self.where}")'
+                )
+            ids.append(uuid.UUID(qid))
+        return ids
 
     def resolve_quantum(self, quantum_id: uuid.UUID | str | None) -> str:
         """The id as stored; with None, the ledger's only quantum.
@@ -254,11 +272,12 @@ class Ledger:
     def info(self, quantum_id: uuid.UUID | str | None = None) -> QuantumInfo:
         """The ``quanta`` row of one quantum."""
         qid = self.resolve_quantum(quantum_id)
-        columns = list(QuantumInfo.model_fields)
+        columns = list(QUANTA_COLUMNS)
         (row,) = self.rows(
             "SELECT " + ", ".join(f'"{c}"' for c in columns) + " FROM quanta WHERE quantum_id = ?",
             [qid],
         )
+        check_quanta(row, self.where)
         values = dict(zip(columns, row, strict=True))
         values["data_id"] = json.loads(values["data_id"])
         return QuantumInfo.model_validate(values)
@@ -271,12 +290,14 @@ class Ledger:
         outputs: dict[str, list[DatasetRef]] = {}
         init_inputs: dict[str, DatasetRef] = {}
         records: dict[str, list[StoredFileInfo]] = {}
-        for role, connection, dtype, dims, sclass, data_id, run, dsid, recs in self.rows(
-            "SELECT role, connection, dataset_type, dimensions, storage_class, data_id, run, "
-            "dataset_id, datastore_records FROM datasets WHERE quantum_id = ? "
+        for row in self.rows(
+            "SELECT quantum_id, dataset_id, role, connection, position, dataset_type, dimensions, "
+            "storage_class, data_id, run, datastore_records FROM datasets WHERE quantum_id = ? "
             "ORDER BY role, connection, position",
             [qid],
         ):
+            check_dataset(row, self.where)
+            _, dsid, role, connection, _, dtype, dims, sclass, data_id, run, recs = row
             ref = DatasetRef(
                 dataset_type=DatasetType(
                     name=dtype, dimensions=tuple(json.loads(dims)), storage_class=sclass
@@ -359,8 +380,9 @@ class Ledger:
         rows = self.rows(sql, params)
         for row in rows:
             try:
+                check_event(row, self.where)
                 event = row_to_event(row)
-            except MalformedDetailError:
+            except (MalformedRowError, PathEscapeError):
                 rows.close()  # now, while the connection is open
                 raise
             except (TypeError, ValueError) as e:  # a damaged page: NULLs or junk in a row
@@ -454,10 +476,10 @@ class Ledger:
         rows = self.rows(sql, params)
         try:
             fold.apply_all(rows)
-            fold.records  # noqa: B018 - parse the surviving puts' details here, to map errors
-        except (ValueError, AttributeError, TypeError) as e:
+            fold.result()  # parse and check the surviving puts' records here, to map errors
+        except (ValueError, AttributeError, TypeError, RecursionError) as e:
             rows.close()  # now, while the connection is open
-            bad = self._malformed_detail(qid)
+            bad = self._malformed_row(qid)
             if bad is None:
                 raise
             raise bad from e
@@ -467,16 +489,14 @@ class Ledger:
         """Whether the ledger holds a single quantum."""
         return len(list(self.rows("SELECT quantum_id FROM quanta LIMIT 2"))) == 1
 
-    def _malformed_detail(self, qid: str) -> MalformedDetailError | None:
-        """The error naming the first put or prune event whose detail is not a JSON object."""
-        for seq, detail in self.rows(
-            "SELECT quantum_seq, detail FROM events WHERE quantum_id = ? "
-            "AND kind IN ('put', 'prune') ORDER BY quantum_seq",
-            [qid],
-        ):
+    def _malformed_row(self, qid: str) -> LedgerError | None:
+        """The error naming the first event of a quantum that breaks a rule, if one does."""
+        rows = self.rows(_EVENT_SELECT + " WHERE quantum_id = ? ORDER BY quantum_seq", [qid])
+        for row in rows:
             try:
-                parse_detail(detail, where=f"{self.where}: quantum {qid} quantum_seq {seq}")
-            except MalformedDetailError as e:
+                check_event(row, self.where)
+            except (MalformedRowError, PathEscapeError) as e:
+                rows.close()
                 return e
         return None
 
@@ -518,6 +538,12 @@ class Ledger:
         if not rows:
             return Head(quantum_id=uuid.UUID(qid), quantum_seq=0, hash=None, terminal=None)
         seq, digest, kind = rows[0]
+        if type(seq) is not int or type(digest) is not str:
+            raise MalformedRowError(
+                f"{self.where}: quantum {qid}: its last event has quantum_seq {show(seq)} and hash "
+                f'{show(digest)}; the ledger was damaged or edited (run "qledger verify '
+                f'{self.where}")'
+            )
         terminal = kind if kind in ("quantum_succeeded", "quantum_failed") else None
         return Head(quantum_id=uuid.UUID(qid), quantum_seq=seq, hash=digest, terminal=terminal)
 
@@ -533,12 +559,124 @@ class Ledger:
         return verify_ledger(self, heads)
 
     def status(self) -> list[dict[str, Any]]:
-        """The ``quantum_status`` view, one dict per quantum."""
+        """One dict per quantum, with the columns of the ``quantum_status`` view.
+
+        Computed from the events with this library's own SQL, not read from the
+        view: the view lives in the file, and a ledger could carry one that
+        says what its events do not (``verify`` reports such a view). Every
+        value is checked on the way (`ledger.store.validate`).
+
+        Raises:
+            MalformedRowError: a value the status is made of breaks a rule.
+        """
         result = []
-        try:
-            with self._engine.connect() as conn:
-                for row in conn.execute(text("SELECT * FROM quantum_status ORDER BY started_at")):
-                    result.append(dict(row._mapping))
-        except DBAPIError as e:
-            raise migrate.translate_db_error(e, self.where) from e
+        with self.snapshot():
+            for row in self.rows(_STATUS_SQL):
+                quantum, values = row[:11], row[11:]
+                check_quanta(quantum, self.where)
+                result.append(self._status_row(quantum, *values))
         return result
+
+    def _status_row(
+        self,
+        quantum: Sequence[Any],
+        attempts: int | None,
+        n_events: int | None,
+        n_get: int | None,
+        n_put: int | None,
+        n_stored: int | None,
+        started_seq: int | None,
+        ok_seq: int | None,
+        failed_seq: int | None,
+        started_at: str | None,
+        last_seq: int | None,
+        ok_at: str | None,
+        ok_detail: str | None,
+        failed_at: str | None,
+        error_type: str | None,
+        error_message: str | None,
+        last_hash: str | None,
+    ) -> dict[str, Any]:
+        qid = quantum[0]
+        started, ok, failed = started_seq or 0, ok_seq or 0, failed_seq or 0
+        status = (
+            "succeeded"
+            if ok > started and ok > failed
+            else "failed"
+            if failed > started and failed > ok
+            else "interrupted"
+        )
+        for what, value in (("started_at", started_at), ("ended_at", ok_at or failed_at)):
+            if value is not None and not is_time(value):
+                raise MalformedRowError(
+                    f"{self.where}: quantum {qid}: its {what} {show(value)} is not a UTC time; "
+                    f'the ledger was damaged or edited (run "qledger verify {self.where}")'
+                )
+        for what, value in (("error_type", error_type), ("error_message", error_message)):
+            if value is not None and type(value) is not str:
+                raise MalformedRowError(
+                    f"{self.where}: quantum {qid}: its {what} is {show(value)}, not text; "
+                    f'the ledger was damaged or edited (run "qledger verify {self.where}")'
+                )
+        caveats = None
+        if status == "succeeded":
+            problem = detail_problem("quantum_succeeded", ok_detail)
+            if problem is not None:
+                raise MalformedDetailError(
+                    f"{self.where}: quantum {qid} quantum_seq {ok}: {problem}; the ledger was "
+                    f'damaged or edited (run "qledger verify {self.where}")'
+                )
+            found = json.loads(ok_detail).get("caveats") if ok_detail else None
+            caveats = canonical_json(found) if found is not None else "[]"
+        return {
+            "quantum_id": qid,
+            "task_label": quantum[1],
+            "data_id": quantum[2],
+            "status": status,
+            "attempts": attempts or 0,
+            "n_events": n_events or 0,
+            "n_get": n_get or 0,
+            "n_put": n_put or 0,
+            "n_stored": n_stored or 0,
+            "started_at": started_at,
+            "ended_at": {"succeeded": ok_at, "failed": failed_at}.get(status),
+            "error_type": error_type if status == "failed" else None,
+            "error_message": error_message if status == "failed" else None,
+            "last_seq": last_seq,
+            "last_hash": last_hash,
+            "caveats": caveats,
+        }
+
+
+#: ``quantum_status`` as the library computes it (the view's SQL less its JSON functions).
+_STATUS_SQL = (
+    "SELECT "
+    + ", ".join(f'q."{c}"' for c in QUANTA_COLUMNS)
+    + """,
+       a.attempts, a.n_events, a.n_get, a.n_put, a.n_stored,
+       a.started_seq, a.ok_seq, a.failed_seq, a.started_at, a.last_seq,
+       t_ok.recorded_at, t_ok.detail, t_failed.recorded_at, t_failed.error_type,
+       t_failed.error_message, t_last.hash
+FROM quanta q
+LEFT JOIN (
+    SELECT quantum_id,
+           MAX(attempt) AS attempts,
+           COUNT(*) AS n_events,
+           SUM(CASE WHEN kind = 'get' THEN 1 ELSE 0 END) AS n_get,
+           SUM(CASE WHEN kind = 'put' THEN 1 ELSE 0 END) AS n_put,
+           SUM(CASE WHEN kind = 'stored' THEN 1 ELSE 0 END) AS n_stored,
+           MAX(CASE WHEN kind = 'quantum_started' THEN quantum_seq ELSE 0 END) AS started_seq,
+           MAX(CASE WHEN kind = 'quantum_succeeded' THEN quantum_seq ELSE 0 END) AS ok_seq,
+           MAX(CASE WHEN kind = 'quantum_failed' THEN quantum_seq ELSE 0 END) AS failed_seq,
+           MIN(CASE WHEN kind = 'quantum_started' THEN recorded_at END) AS started_at,
+           MAX(quantum_seq) AS last_seq
+    FROM events
+    GROUP BY quantum_id
+) AS a ON a.quantum_id = q.quantum_id
+LEFT JOIN events t_ok ON t_ok.quantum_id = q.quantum_id AND t_ok.quantum_seq = a.ok_seq
+LEFT JOIN events t_failed
+       ON t_failed.quantum_id = q.quantum_id AND t_failed.quantum_seq = a.failed_seq
+LEFT JOIN events t_last ON t_last.quantum_id = q.quantum_id AND t_last.quantum_seq = a.last_seq
+ORDER BY a.started_at
+"""
+)

@@ -26,6 +26,7 @@ from ..errors import (
     LedgerDiskFullError,
     LedgerError,
     LedgerUnavailableError,
+    MalformedRowError,
     NotALedgerError,
     SchemaTooNewError,
     SchemaTooOldError,
@@ -164,6 +165,11 @@ def translate_db_error(e: BaseException, where: str) -> LedgerError:
         )
     if "file is not a database" in message:
         return NotALedgerError(f"{where} is not a SQLite database, so not a ledger")
+    if "malformed JSON" in message or "invalid input syntax for type json" in message:
+        return MalformedRowError(
+            f"{where} holds a JSON column that is not valid JSON ({one_line(message)}); the "
+            f'ledger was damaged or edited (run "qledger verify {where}")'
+        )
     if "malformed" in message or "disk image" in message:
         return LedgerCorruptError(
             f"{where} is damaged ({message}); it may be truncated or overwritten: "
