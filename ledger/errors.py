@@ -16,6 +16,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetTypeMismatchError",
     "IngestConflictError",
+    "InvalidHeadError",
     "InvalidParameterError",
     "LedgerBusyError",
     "LedgerCorruptError",
@@ -28,7 +29,10 @@ __all__ = [
     "MalformedRowError",
     "MissingDependencyError",
     "NoWorkFound",
+    "NotACentralLedgerError",
     "NotALedgerError",
+    "OutOfRangeError",
+    "OverwriteRefusedError",
     "PathEscapeError",
     "QuantumStillRunningError",
     "SchemaTooNewError",
@@ -110,6 +114,25 @@ class IngestConflictError(LedgerError):
 
 class QuantumStillRunningError(LedgerError):
     """Recovery would write for a quantum whose recorded process may still be running."""
+
+
+class NotACentralLedgerError(LedgerError):
+    """Ingest was pointed at a butler's ledger, not a central one: it would change it for good."""
+
+
+# --- arguments and files given by the caller ---------------------------------
+
+
+class OverwriteRefusedError(LedgerError):
+    """An output path names a ledger, or an input of the same command: writing would destroy it."""
+
+
+class OutOfRangeError(LedgerError, ValueError):
+    """A number beyond what a ledger can hold (a quantum_seq, attempt or seq past 2**63 - 1)."""
+
+
+class InvalidHeadError(LedgerError, ValueError):
+    """A head given to verify (file or inline) is not the JSON that ``qledger head`` prints."""
 
 
 # --- the butler and its datastore -------------------------------------------

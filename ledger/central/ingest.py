@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
 import socket
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -29,7 +33,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, select
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from .._logging import get_logger
 from ..errors import (
@@ -48,7 +52,7 @@ from ..store.log import is_sqlite_target, lock_event_order, sqlite_path, transla
 from ..store.schema import events, ingests, quanta
 from ..store.validate import dataset_problem, event_problem, quanta_problem, show
 from ..store.verify import ChainChecker, dataset_columns, quanta_columns
-from .target import chunks, open_target, placeholders
+from .target import check_central, chunks, open_target, placeholders
 
 __all__ = [
     "SOURCE_SUFFIXES",
@@ -306,6 +310,30 @@ def _read_ahead(
 _CHUNK = 8
 
 
+def _end_with_parent(parent: int) -> None:
+    """In each reading process: end when the ingest that forked it ends, even by SIGKILL.
+
+    Linux ends it with the parent (``PR_SET_PDEATHSIG``); elsewhere, and for a
+    parent already gone, a thread notices the parent's pid change.
+    """
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)  # orphaned: nobody reads what this process would produce
+
+
 def _read_many(paths: list[str], verify: bool) -> list[_Source | SourceProblem]:
     return [_read_or_problem(path, verify=verify) for path in paths]
 
@@ -342,6 +370,7 @@ def ingest(
     batch_sources: int = 500,
     jobs: int = 1,
     progress: Callable[[str], None] | None = None,
+    into_existing: bool = False,
 ) -> IngestReport:
     """Copy the quanta, datasets and events of ledger files into ``target``.
 
@@ -355,12 +384,18 @@ def ingest(
         jobs: processes that read and verify sources while this one writes
             (1: read them here, in turn).
         progress: called with each source's path once it is read.
+        into_existing: write into ``target`` even if it is a ledger a butler
+            wrote rather than a central one (see `check_central`).
 
     Returns:
         An `IngestReport`; sources that could not be ingested are in its
         ``problems`` (the others are ingested all the same).
 
     Raises:
+        NotACentralLedgerError: ``target`` is a butler's ledger file (the target
+            forgotten: ``qledger ingest a.ledger b.ledger``) and not ``into_existing``.
+        LedgerDiskError: the disk under the target is full (batches committed
+            before stay; run the same ingest again once there is room).
         LedgerError: the target cannot be opened or written.
     """
     started = time.perf_counter()
@@ -375,13 +410,21 @@ def ingest(
             # They only read files; a caller should not hold other threads meanwhile
             # (the CLI's progress bar refreshes without one).
             context = multiprocessing.get_context("fork")
-            pool = stack.enter_context(ProcessPoolExecutor(max_workers=jobs, mp_context=context))
+            pool = stack.enter_context(
+                ProcessPoolExecutor(
+                    max_workers=jobs,
+                    mp_context=context,
+                    initializer=_end_with_parent,
+                    initargs=(os.getpid(),),
+                )
+            )
             pool.submit(int).result()  # with fork, the first submit starts every worker
             read: Iterator[_Source | SourceProblem] = _read_ahead(pool, paths, verify, jobs)
         else:
             read = (_read_or_problem(path, verify=verify) for path in paths)
         engine = open_target(target)
         stack.callback(engine.dispose)
+        check_central(engine, where, into_existing=into_existing)
         batch = _Batch()
         seen: set[str] = set()  # quanta that got events in this run
         for item in read:
@@ -451,11 +494,15 @@ def _write(engine: Engine, batch: _Batch, report: IngestReport, where: str, seen
             _rejected(batch.sources[0], e, where).apply(report, seen)
             return
         _log.info("batch refused, writing its sources one by one", reason=str(e.orig))
+    except DBAPIError as e:  # e.g. the disk is full: this batch rolled back, earlier ones stay
+        raise migrate.translate_db_error(e, where) from e
     for source in batch.sources:
         try:
             _write_sources(engine, [source], where).apply(report, seen)
         except (DataError, IntegrityError) as e:
             _rejected(source, e, where).apply(report, seen)
+        except DBAPIError as e:
+            raise migrate.translate_db_error(e, where) from e
 
 
 def _rejected(source: _Source, error: DataError | IntegrityError, where: str) -> _Tally:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from ..errors import DatasetNotFoundError, InvalidParameterError
+from ..errors import DatasetNotFoundError, InvalidParameterError, OutOfRangeError
 from ..store.ledger import Ledger
 from ..store.validate import data_id_value, show
 from .target import chunks
@@ -293,6 +293,7 @@ def lineage(
 
     Raises:
         InvalidParameterError: the id is not a UUID, or ``depth`` is below 1.
+        OutOfRangeError: ``depth`` is past 2**63 - 1.
         DatasetNotFoundError: no quantum of the ledger predicted the dataset.
     """
     try:
@@ -301,6 +302,8 @@ def lineage(
         raise InvalidParameterError(f"{dataset_id!r} is not a dataset id (a UUID)") from e
     if depth is not None and depth < 1:
         raise InvalidParameterError(f"depth must be at least 1, not {depth}")
+    if depth is not None and depth > 2**63 - 1:  # more than SQL binds (and than any ledger has)
+        raise OutOfRangeError(f"depth {depth} is beyond any lineage: give a smaller one, or none")
     if not any(ledger.rows("SELECT 1 FROM datasets WHERE dataset_id = ? LIMIT 1", [start])):
         raise DatasetNotFoundError(
             f"dataset {start} is not in {ledger.where}: no quantum there predicted it"

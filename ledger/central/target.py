@@ -1,6 +1,8 @@
 """Opening a central ledger for writing: a SQLite file or a server database URL.
 
-Created on first use with the shipped migrations, like any ledger. A SQLite
+Created on first use with the shipped migrations, like any ledger, and marked
+central (``ledger_info`` row ``role = central``), so that ingest can tell it
+from a butler's ledger given as target by mistake (`check_central`). A SQLite
 target begins every transaction with ``BEGIN IMMEDIATE`` and commits with
 ``synchronous = FULL``; a server target takes the event-order lock
 (`lock_event_order`) first thing in each writing transaction.
@@ -13,10 +15,10 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import LedgerNotFoundError
+from ..errors import LedgerNotFoundError, NotACentralLedgerError, NotALedgerError
 from ..store import migrate
 from ..store.log import (
     create_ledger_file,
@@ -25,8 +27,12 @@ from ..store.log import (
     server_engine,
     sqlite_path,
 )
+from ..store.schema import ingests, ledger_info, quanta
 
-__all__ = ["chunks", "open_target", "placeholders"]
+__all__ = ["CENTRAL_INFO", "check_central", "chunks", "open_target", "placeholders"]
+
+#: The ``ledger_info`` row that marks a ledger created by `open_target` as central.
+CENTRAL_INFO = {"role": "central"}
 
 _BUSY_TIMEOUT_MS = 600_000  # ingests queue behind each other's batches: wait, do not fail
 
@@ -37,13 +43,15 @@ def open_target(target: str | os.PathLike[str], *, create: bool = True) -> Engin
     Raises:
         LedgerNotFoundError: a SQLite target in a folder that does not exist, or
             missing while ``create`` is False.
-        NotALedgerError, SchemaTooOldError, SchemaTooNewError: as for `Ledger.open`.
+        NotALedgerError: a directory, or a file that is not a ledger.
+        SchemaTooOldError, SchemaTooNewError: as for `Ledger.open`.
+        LedgerDiskError: no room on the disk to create it.
     """
     where = os.fspath(target)
     if not is_sqlite_target(where):
         engine = server_engine(where)
         try:
-            ensure_schema(engine, migrate.display_target(where), create=create)
+            ensure_schema(engine, migrate.display_target(where), create=create, info=CENTRAL_INFO)
         except DBAPIError as e:
             engine.dispose()
             raise migrate.translate_db_error(e, migrate.display_target(where)) from e
@@ -51,10 +59,18 @@ def open_target(target: str | os.PathLike[str], *, create: bool = True) -> Engin
     path = sqlite_path(where)
     if path == ":memory:":
         raise LedgerNotFoundError("a central ledger must be a file or a server database")
+    if os.path.isdir(path):
+        raise NotALedgerError(
+            f"{path} is a directory, not a ledger: name a file for the central ledger "
+            f"(e.g. {os.path.join(path, 'central.sqlite')})"
+        )
     if not (os.path.exists(path) and os.path.getsize(path) > 0):
         if not create:
             raise LedgerNotFoundError(f"no ledger at {path}")
-        create_ledger_file(path)
+        try:
+            create_ledger_file(path, CENTRAL_INFO)
+        except (sqlite3.Error, DBAPIError) as e:
+            raise migrate.translate_db_error(e, path) from e
     engine = create_engine("sqlite:///" + os.path.abspath(path))
 
     @event.listens_for(engine, "connect")
@@ -70,10 +86,50 @@ def open_target(target: str | os.PathLike[str], *, create: bool = True) -> Engin
     try:
         with engine.connect() as conn:
             migrate.check_schema(conn, path)
+    except DBAPIError as e:  # e.g. a text file: its first PRAGMA fails, before any query
+        engine.dispose()
+        raise migrate.translate_db_error(e, path) from e
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+def check_central(engine: Engine, where: str, *, into_existing: bool = False) -> None:
+    """Refuse a SQLite target that a butler wrote: ingest would change it for good.
+
+    A target is central when `open_target` created it (``role = central`` in
+    ``ledger_info``), when an ingest filled it before that mark existed (it has
+    ``ingests`` rows), or when it holds no quanta. A server database is shared
+    by design (butlers may record into it directly), so it is always accepted.
+
+    Raises:
+        NotACentralLedgerError: the target holds quanta, no ingests and no mark,
+            and ``into_existing`` is False.
+    """
+    if into_existing or engine.dialect.name != "sqlite":
+        return
+    try:
+        with engine.connect() as conn:
+            role = conn.execute(
+                select(ledger_info.c.value).where(ledger_info.c.key == "role")
+            ).scalar()
+            if role == CENTRAL_INFO["role"]:
+                return
+            if conn.execute(select(ingests.c.quantum_id).limit(1)).first() is not None:
+                return
+            n = conn.execute(select(func.count()).select_from(quanta)).scalar_one()
+    except DBAPIError as e:
+        raise migrate.translate_db_error(e, where) from e
+    if n == 0:
+        return
+    noun = "quantum" if n == 1 else "quanta"
+    raise NotACentralLedgerError(
+        f"{where} is a ledger a butler wrote ({n:,} {noun}, not created by qledger ingest), "
+        "not a central ledger: ingesting into it would add other quanta to it for good. "
+        f"Was the target forgotten? Give a new file first (qledger ingest central.sqlite "
+        f"{where} ...), or pass --into-existing (into_existing=True) to merge into it anyway"
+    )
 
 
 def placeholders(conn: Connection, n: int) -> str:

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -30,7 +31,16 @@ from ..store.log import is_sqlite_target, sqlite_path
 from ._campaign import report_command, watch_command
 from ._central import ingest_command, lineage_command
 from ._checks import recover_command, verify
-from ._common import Bug, Failure, ledger_argument, make_console, write_output
+from ._common import (
+    EXIT_OK,
+    Bug,
+    Failure,
+    ledger_argument,
+    make_console,
+    silence_stdout,
+    stdout_reader_gone,
+    write_output,
+)
 from ._inspect import events, head, replay, show
 from ._sql import sql
 
@@ -38,23 +48,59 @@ __all__ = ["main"]
 
 
 class _Group(click.Group):
-    """The command group: library errors become one line and exit code 2."""
+    """The command group: library errors become one line and exit code 2.
+
+    ``--debug`` prints the traceback too, and keeps the exit code. A reader of
+    stdout that leaves early (``qledger events L --json | head -1``) ends the
+    command quietly with exit code 0, as ripgrep does.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a reader gone shows here, not at interpreter exit
+            return result
+        except click.exceptions.Exit:
+            _flush_stdout()
+            raise
+        except click.exceptions.Abort:
+            raise
+        except BrokenPipeError as e:
+            if stdout_reader_gone():
+                silence_stdout()
+                raise click.exceptions.Exit(EXIT_OK) from None
+            raise _shown(ctx, Failure(str(e))) from e
+        except Failure as e:
+            raise _shown(ctx, e) from None
+        except click.ClickException:
             raise
         except (LedgerError, OSError) as e:
-            if ctx.params.get("debug"):
-                raise
-            raise Failure(str(e) or type(e).__name__) from e
+            raise _shown(ctx, Failure(str(e) or type(e).__name__)) from e
         except Exception as e:
-            if ctx.params.get("debug"):
-                raise
-            raise Bug(
-                f"unexpected {type(e).__name__}: {e} (a bug; rerun with --debug for the traceback)"
+            raise _shown(
+                ctx,
+                Bug(
+                    f"unexpected {type(e).__name__}: {e} "
+                    "(a bug; rerun with --debug for the traceback)"
+                ),
             ) from e
+
+
+def _shown(ctx: click.Context, failure: Failure) -> Failure:
+    """``failure``, after the traceback of the error being handled when ``--debug`` is on."""
+    if ctx.params.get("debug"):
+        traceback.print_exc(file=sys.stderr)
+    return failure
+
+
+def _flush_stdout() -> None:
+    """Flush stdout before an exit; a reader gone early is no error (the exit code stays)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        if not stdout_reader_gone():
+            raise
+        silence_stdout()
 
 
 # --- logging (configured here only) -----------------------------------------------
@@ -186,10 +232,14 @@ def export(ledger: str, fmt: str, output: str | None) -> None:
     """
     with Ledger.open(ledger) as led:
         if fmt == "jsonl":
-            write_output(output, lambda f: export_jsonl(led, f))
+            write_output(output, lambda f: export_jsonl(led, f), inputs=[ledger])
         else:
             document = export_prov(led)
-            write_output(output, lambda f: f.write(json.dumps(document, indent=2) + "\n"))
+            write_output(
+                output,
+                lambda f: f.write(json.dumps(document, indent=2) + "\n"),
+                inputs=[ledger],
+            )
 
 
 # --- demo -------------------------------------------------------------------------------

@@ -326,7 +326,7 @@ def report_command(
             led, lineage_dataset=dataset, max_nodes=max_nodes, max_items=max_items
         )
     html = render_report(report)
-    write_output(output, lambda f: f.write(html))
+    write_output(output, lambda f: f.write(html), inputs=[target])
     if output is None or output == "-":
         return
     summary: dict[str, Any] = {

@@ -51,6 +51,12 @@ __all__ = ["ingest_command", "lineage_command"]
     help="Processes that read and verify ledgers while one writes.",
 )
 @click.option("--no-progress", is_flag=True, help="Do not show the progress bar.")
+@click.option(
+    "--into-existing",
+    is_flag=True,
+    help="Write into TARGET even if it is a butler's ledger, not a central one "
+    "(refused by default: the usual cause is a forgotten TARGET).",
+)
 @click.pass_context
 def ingest_command(
     ctx: click.Context,
@@ -61,6 +67,7 @@ def ingest_command(
     batch_size: int,
     jobs: int,
     no_progress: bool,
+    into_existing: bool,
 ) -> None:
     """Copy ledger files into a central ledger (a SQLite file or a PostgreSQL URL).
 
@@ -71,7 +78,9 @@ def ingest_command(
     and skipped; the others go on. Directories are searched for *.ledger,
     *.sqlite, *.sqlite3 and *.db files. Exit code 0 when every ledger is in, 1
     when one was refused (tampered, conflicting, or its rows refused by the
-    database), 2 when one could not be read.
+    database), 2 when one could not be read. A TARGET that is a butler's ledger
+    file (it holds quanta, and ingest did not create it) is refused unless
+    --into-existing: ingest appends for good.
 
     \b
     Example:
@@ -108,6 +117,7 @@ def ingest_command(
             batch_events=batch_size,
             jobs=jobs,
             progress=advance,
+            into_existing=into_existing,
         )
     for problem in report.problems:
         click.echo(f"qledger: {problem.kind}: {one_line(problem.message)}", err=True)
@@ -162,4 +172,4 @@ def lineage_command(
         assert full is not None
         graph = lineage(led, full, downstream=downstream, depth=depth)
     text = {"tree": graph.tree, "json": graph.to_json, "dot": graph.to_dot}[fmt]()
-    write_output(output, lambda f: f.write(text + "\n"))
+    write_output(output, lambda f: f.write(text + "\n"), inputs=[target])

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -16,7 +15,7 @@ from rich.text import Text
 from ..config import datastore_from_config
 from ..recovery import QuantumRecovery, RecoveryReport, adopt_orphans, recover, remove_orphans
 from ..store.ledger import Head, Ledger
-from ..store.migrate import one_line
+from ..store.verify import parse_heads
 from ._common import (
     EXIT_PROBLEM,
     STATUS_STYLE,
@@ -36,26 +35,14 @@ from ._common import (
 def _parse_heads(values: Iterable[str]) -> list[Head]:
     heads: list[Head] = []
     for value in values:
-        source = "--head value"
-        content = value
-        if not value.lstrip().startswith(("{", "[")):
-            source = value
-            try:
-                content = Path(value).read_text(encoding="utf-8")
-            except OSError as e:
-                raise Failure(f"cannot read head file {value}: {e.strerror or e}") from e
+        if value.lstrip().startswith(("{", "[")):
+            heads.extend(parse_heads(value, "--head value"))
+            continue
         try:
-            try:
-                loaded = json.loads(content)
-                items = loaded if isinstance(loaded, list) else [loaded]
-            except json.JSONDecodeError:
-                items = [json.loads(line) for line in content.splitlines() if line.strip()]
-            heads.extend(Head.model_validate(item) for item in items)
-        except (json.JSONDecodeError, ValidationError) as e:
-            raise Failure(
-                f"{source} is not a head (the JSON that qledger head prints): "
-                f"{one_line(str(e)).split(' For further information')[0]}"
-            ) from e
+            content = Path(value).read_bytes()
+        except OSError as e:
+            raise Failure(f"cannot read head file {value}: {e.strerror or e}") from e
+        heads.extend(parse_heads(content, value))
     return heads
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import select
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -16,9 +18,13 @@ from typing import IO, Any
 import click
 from rich.console import Console
 
+from ..errors import OverwriteRefusedError
 from ..store.ledger import Ledger
+from ..store.log import is_sqlite_target, sqlite_path
 from ..store.migrate import one_line  # Failure's message on one line
 
+#: Exit code when all went well, and when the reader of stdout left early (``| head``).
+EXIT_OK = 0
 #: Exit code when a check (verify, recover) found a problem.
 EXIT_PROBLEM = 1
 #: Exit code for bad usage or bad input (click uses it for usage errors too).
@@ -50,18 +56,109 @@ class Bug(Failure):
     exit_code = EXIT_BUG
 
 
+class _Console(Console):
+    """A rich console that lets a closed stdout reach the command group (rich would exit 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
 def make_console() -> Console:
     """A console on the current stdout, without markup.
 
     Ids, data IDs and error messages are data and may contain brackets.
     """
-    return Console(markup=False, highlight=False, emoji=False)
+    return _Console(markup=False, highlight=False, emoji=False)
 
 
-def write_output(path: str | None, write: Callable[[IO[str]], object]) -> None:
-    """Write to ``path`` atomically (temp file, then rename), or to stdout."""
+def stdout_reader_gone() -> bool:
+    """True when stdout is a pipe or socket whose reader has closed it (``| head -1`` ended)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (e.g. a test's buffer)
+        return False
+    if not hasattr(select, "poll"):
+        return True  # no way to ask: a broken pipe while printing is stdout's, most likely
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def silence_stdout() -> None:
+    """Point stdout at the null device, so that what is still buffered goes nowhere quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+_SQLITE_MAGIC = (b"SQLite format 3\x00", b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")  # file, WAL
+
+
+def _is_sqlite_file(path: str) -> bool:
+    if not os.path.isfile(path):
+        return False  # a device or a FIFO: reading it could block
+    try:
+        with open(path, "rb") as f:
+            start = f.read(16)
+    except OSError:
+        return False
+    return start.startswith(_SQLITE_MAGIC)
+
+
+def check_output(path: str, inputs: Iterable[str] = ()) -> None:
+    """Refuse an output path that would replace a ledger or a file the command reads.
+
+    The same file under any name counts (a symlink, a hard link), and so do an
+    input ledger's ``-wal``, ``-shm`` and ``-journal`` files.
+
+    Raises:
+        OverwriteRefusedError: ``path`` is a directory, an input, or a SQLite file.
+    """
+    if not os.path.exists(path):
+        return
+    if os.path.isdir(path):
+        raise OverwriteRefusedError(f"output {path} is a directory: give a file name (-o FILE)")
+    for item in inputs:
+        if not is_sqlite_target(item) or sqlite_path(item) == ":memory:":
+            continue
+        source = sqlite_path(item)
+        for name in (source, f"{source}-wal", f"{source}-shm", f"{source}-journal"):
+            try:
+                same = os.path.samefile(path, name)
+            except OSError:
+                continue
+            if same:
+                what = "" if name == source else f" (its {name[len(source) + 1 :]} file)"
+                raise OverwriteRefusedError(
+                    f"output {path} is {item}{what}, which this command reads: writing there "
+                    "would destroy it; give another file name (-o FILE)"
+                )
+    if _is_sqlite_file(path):
+        raise OverwriteRefusedError(
+            f"output {path} is a SQLite database (a ledger?): qledger never writes over one; "
+            "give another file name (-o FILE)"
+        )
+
+
+def write_output(
+    path: str | None, write: Callable[[IO[str]], object], *, inputs: Iterable[str] = ()
+) -> None:
+    """Write to ``path`` atomically (temp file, then rename), or to stdout.
+
+    Raises:
+        OverwriteRefusedError: ``path`` is one of ``inputs`` or a ledger (see `check_output`).
+    """
     if path is None or path == "-":
         write(sys.stdout)
+        return
+    check_output(path, inputs)
+    if os.path.exists(path) and not os.path.isfile(path):
+        # /dev/null, /dev/stdout, a FIFO: write into it; renaming over it would replace it.
+        with open(path, "w", encoding="utf-8") as f:
+            write(f)
         return
     target = Path(path)
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")

@@ -391,7 +391,7 @@ def replay(
     with Ledger.open(ledger) as led:
         provenance = led.replay(resolve_quantum(led, quantum), until=until, attempt=attempt)
     text_value = _provenance_json(provenance) + "\n"
-    write_output(output, lambda f: f.write(text_value))
+    write_output(output, lambda f: f.write(text_value), inputs=[ledger])
 
 
 @click.command()

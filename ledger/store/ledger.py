@@ -28,6 +28,7 @@ from ..errors import (
     LedgerNotFoundError,
     MalformedDetailError,
     MalformedRowError,
+    OutOfRangeError,
     PathEscapeError,
     UnknownQuantumError,
 )
@@ -74,6 +75,33 @@ class QuantumInfo(BaseModel):
     python_version: str
     library_version: str
     datastore_name: str | None
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose ``close`` is harmless once the ledger is closed.
+
+    A caller that stops reading a `Ledger.rows` stream (a reader of stdout gone,
+    an exception) may let the generator be collected after the ledger closed;
+    closing its cursor then must not raise "Cannot operate on a closed database".
+    """
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.ProgrammingError):
+            super().close()
+
+
+_SQL_INT_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL's BIGINT hold
+
+
+def _sql_int(value: int, name: str) -> int:
+    """``value`` as an int a query can bind, or a named error for one no ledger can hold."""
+    number = int(value)
+    if not -_SQL_INT_MAX - 1 <= number <= _SQL_INT_MAX:
+        raise OutOfRangeError(
+            f"{name}={number} is beyond any value a ledger holds (at most {_SQL_INT_MAX}); "
+            "give a smaller one, or none"
+        )
+    return number
 
 
 def _to_until_text(until: datetime) -> str:
@@ -204,7 +232,7 @@ class Ledger:
         """Stream the rows of a query written with ``?`` placeholders."""
         if self._raw is not None:
             try:
-                yield from self._raw.execute(sql, tuple(params))
+                yield from self._raw.cursor(_Cursor).execute(sql, tuple(params))
             except sqlite3.Error as e:
                 raise translate_sqlite_error(e, self.where) from e
             return
@@ -359,7 +387,7 @@ class Ledger:
         params: list[Any] = []
         if after_seq is not None:
             where.append("seq > ?")
-            params.append(int(after_seq))
+            params.append(_sql_int(after_seq, "after_seq"))
         qid = None if quantum_id is None else self.resolve_quantum(quantum_id)
         if qid is not None:
             where.append("quantum_id = ?")
@@ -374,7 +402,7 @@ class Ledger:
             params.append(str(uuid.UUID(str(dataset_id))))
         if attempt is not None:
             where.append("attempt = ?")
-            params.append(attempt)
+            params.append(_sql_int(attempt, "attempt"))
         self._until(until, where, params, qid)
         sql = _EVENT_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
         rows = self.rows(sql, params)
@@ -410,7 +438,8 @@ class Ledger:
         ``seq`` order is commit order, it never skips an event that commits late.
         """
         sql = _EVENT_SELECT + " WHERE seq > ? ORDER BY seq LIMIT ?"
-        return [EventRow(*row) for row in self.rows(sql, [int(after_seq), int(limit)])]
+        params = [_sql_int(after_seq, "after_seq"), _sql_int(limit, "limit")]
+        return [EventRow(*row) for row in self.rows(sql, params)]
 
     def _until(
         self,
@@ -424,7 +453,7 @@ class Ledger:
             return
         if not isinstance(until, datetime):
             where.append("quantum_seq <= ?")
-            params.append(int(until))
+            params.append(_sql_int(until, "until"))
             return
         # A time cuts each quantum's events in order at its first event stamped after
         # it, so a clock that went backwards never yields a state that never existed.
@@ -458,7 +487,7 @@ class Ledger:
         params: list[Any] = [qid]
         if attempt is not None:
             where.append("attempt = ?")
-            params.append(attempt)
+            params.append(_sql_int(attempt, "attempt"))
         self._until(until, where, params, qid)
         table, order = "events", "quantum_seq"
         if self._raw is not None and self._one_quantum():

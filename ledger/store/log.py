@@ -20,7 +20,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -472,22 +472,28 @@ def server_engine(url: str) -> Engine:
     return create_engine(url)
 
 
-def ensure_schema(engine: Engine, where: str, *, create: bool) -> None:
-    """Check a server database's schema; with ``create``, first create it when empty."""
+def ensure_schema(
+    engine: Engine, where: str, *, create: bool, info: Mapping[str, str] | None = None
+) -> None:
+    """Check a server database's schema; with ``create``, first create it when empty.
+
+    ``info`` adds rows to ``ledger_info`` when the schema is created here.
+    """
     with engine.begin() as conn:
         if create and migrate.current_revision(conn) is None:
             lock_event_order(conn)  # two first writers: one creates, the other waits
             if migrate.current_revision(conn) is None:
                 migrate.upgrade(conn)
-                _write_info(conn)
+                _write_info(conn, info)
         migrate.check_schema(conn, where)
 
 
-def create_ledger_file(path: str) -> None:
+def create_ledger_file(path: str, info: Mapping[str, str] | None = None) -> None:
     """Create a ledger at ``path`` atomically: build it aside, then link it into place.
 
     Several processes may race to create the same ledger; ``os.link`` refuses to
     replace an existing file, so exactly one wins and the others use its file.
+    ``info`` adds rows to its ``ledger_info``.
     """
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -497,7 +503,13 @@ def create_ledger_file(path: str) -> None:
         conn = sqlite3.connect(tmp)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
-            _create_sqlite(conn)
+            _create_sqlite(conn, info)
+            # Move everything into the main file now, or fail here: close() would keep a
+            # WAL it cannot checkpoint (a full disk), and the file linked into place below
+            # must be whole on its own (its WAL keeps the temporary name and is removed).
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if busy:
+                raise LedgerBusyError(f"cannot create ledger {path}: its new file stayed busy")
         finally:
             conn.close()
         with contextlib.suppress(FileNotFoundError):
@@ -521,13 +533,13 @@ def _sqlite_engine(conn: sqlite3.Connection) -> Engine:
     return create_engine("sqlite://", creator=lambda: conn, poolclass=StaticPool)
 
 
-def _create_sqlite(conn: sqlite3.Connection) -> None:
+def _create_sqlite(conn: sqlite3.Connection, info: Mapping[str, str] | None = None) -> None:
     """Create the schema with the shipped migrations, then write ``ledger_info``."""
     conn.isolation_level = "DEFERRED"  # let SQLAlchemy/Alembic manage this transaction
     engine = _sqlite_engine(conn)
     with engine.begin() as sa_conn:
         migrate.upgrade(sa_conn)
-        _write_info(sa_conn)
+        _write_info(sa_conn, info)
 
 
 def _check_sqlite(conn: sqlite3.Connection, where: str) -> None:
@@ -536,7 +548,7 @@ def _check_sqlite(conn: sqlite3.Connection, where: str) -> None:
         migrate.check_schema(sa_conn, where)
 
 
-def _write_info(conn: Connection) -> None:
+def _write_info(conn: Connection, info: Mapping[str, str] | None = None) -> None:
     from .._version import __version__
 
     conn.execute(
@@ -545,5 +557,6 @@ def _write_info(conn: Connection) -> None:
             {"key": "schema_version", "value": migrate.HEAD_REVISION},
             {"key": "library_version", "value": __version__},
             {"key": "created_at", "value": utc_now()},
+            *({"key": key, "value": value} for key, value in (info or {}).items()),
         ],
     )

@@ -163,6 +163,13 @@ def translate_db_error(e: BaseException, where: str) -> LedgerError:
             "space on the filesystem that holds the ledger, then retry (a batch-mode writer "
             "keeps its buffered events and writes them on its next flush or close)"
         )
+    code = str(getattr(original, "sqlite_errorname", ""))  # e.g. SQLITE_IOERR_WRITE
+    if code.startswith("SQLITE_IOERR"):  # EFBIG (a file size limit), EDQUOT, EIO...
+        return LedgerDiskFullError(
+            f"{where}: the disk refused a read or write ({message}, {code}): it may be full, "
+            "over a quota or a file size limit, or failing; the transaction that failed left "
+            "nothing behind: make room, then retry"
+        )
     if "file is not a database" in message:
         return NotALedgerError(f"{where} is not a SQLite database, so not a ledger")
     if "malformed JSON" in message or "invalid input syntax for type json" in message:

@@ -11,8 +11,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ..errors import InvalidHeadError
 from ..events import (
     DATASET_KINDS,
     TERMINAL_KINDS,
@@ -44,6 +45,7 @@ __all__ = [
     "Head",
     "VerifyReport",
     "dataset_columns",
+    "parse_heads",
     "quanta_columns",
     "verify_ledger",
 ]
@@ -64,6 +66,35 @@ class Head(BaseModel):
     quantum_seq: int
     hash: str | None
     terminal: str | None = None
+
+
+def parse_heads(content: str | bytes, source: str) -> list[Head]:
+    """The heads in ``content``: one JSON object, a JSON array of them, or JSON lines.
+
+    ``source`` names where ``content`` came from (a file, ``--head value``) in errors.
+
+    Raises:
+        InvalidHeadError: not UTF-8, not JSON, nested too deep, or not shaped as a head.
+    """
+    what = "is not a head (the JSON that qledger head prints)"
+    try:
+        text = content.decode("utf-8") if isinstance(content, bytes) else content
+    except UnicodeDecodeError as e:
+        raise InvalidHeadError(f"{source} {what}: it is not UTF-8 text ({e.reason})") from e
+    try:
+        try:
+            loaded = parse_json(text)
+            items = loaded if isinstance(loaded, list) else [loaded]
+        except ValueError:
+            if "\n" not in text.strip():
+                raise
+            items = [parse_json(line) for line in text.splitlines() if line.strip()]  # lines
+        return [Head.model_validate(item) for item in items]
+    except ValidationError as e:  # before ValueError: pydantic's is one
+        detail = " ".join(str(e).split()).split(" For further information")[0]
+        raise InvalidHeadError(f"{source} {what}: {detail}") from e
+    except ValueError as e:
+        raise InvalidHeadError(f"{source} {what}: its text {e}") from e
 
 
 class VerifyReport(BaseModel):
