@@ -394,7 +394,7 @@ def ingest(
     Raises:
         NotACentralLedgerError: ``target`` is a butler's ledger file (the target
             forgotten: ``qledger ingest a.ledger b.ledger``) and not ``into_existing``.
-        LedgerDiskError: the disk under the target is full (batches committed
+        LedgerDiskFullError: the disk under the target is full (batches committed
             before stay; run the same ingest again once there is room).
         LedgerError: the target cannot be opened or written.
     """

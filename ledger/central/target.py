@@ -45,7 +45,7 @@ def open_target(target: str | os.PathLike[str], *, create: bool = True) -> Engin
             missing while ``create`` is False.
         NotALedgerError: a directory, or a file that is not a ledger.
         SchemaTooOldError, SchemaTooNewError: as for `Ledger.open`.
-        LedgerDiskError: no room on the disk to create it.
+        LedgerDiskFullError: no room on the disk to create it.
     """
     where = os.fspath(target)
     if not is_sqlite_target(where):
