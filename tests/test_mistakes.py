@@ -395,7 +395,7 @@ def _tmpfs(where: Path, size: int) -> Iterator[Path]:
 def test_a_full_disk_during_ingest_is_named_and_keeps_committed_batches(
     pipeline: PipelineRun, tmp_path: Path
 ) -> None:
-    """A small tmpfs fills: LedgerDiskFullError; the target verifies or is absent; a rerun ends it."""
+    """A full tmpfs: LedgerDiskFullError; the target verifies or is absent; a rerun ends it."""
     if not _can_mount_tmpfs(tmp_path):
         pytest.skip("needs root to mount a small tmpfs")
     sources = [str(p) for p in pipeline.ledgers]
