@@ -212,15 +212,24 @@ def test_large_lineage_is_cut_to_the_nearest_nodes_and_says_so(tmp_path: Path) -
     with Ledger.open(target) as led:
         graph = lineage(led, made.refs["deepCoadd"][0].id)
     total = len(graph.datasets) + len(graph.quanta)
-    picture = draw_lineage(graph, max_nodes=8)
-    assert (picture.n_shown, picture.n_nodes) == (8, total)
-    assert len(picture.nodes) == 8
-    assert any(f"showing the 8 nodes nearest the dataset out of {total}" in n
+    picture = draw_lineage(graph, max_nodes=15)
+    assert (picture.n_shown, picture.n_nodes) == (15, total)
+    assert len(picture.nodes) == 15
+    assert any(f"showing the 15 nodes nearest the dataset out of {total}" in n
                for n in picture.notes)  # fmt: skip
     assert sum(n.hidden for n in picture.nodes) > 0
     assert {n.title for n in picture.nodes} >= {"deepCoadd", "coadd", "calexp"}
-    kept = {n.id for n in picture.nodes}
+    kept = {n.id: n for n in picture.nodes}
     assert all(e.source in kept and e.target in kept for e in picture.edges)
+    # Edges run left to right, the dataset is rightmost, and each type keeps one column
+    # (layers count back from the dataset, so a cut does not shift a branch).
+    assert all(kept[e.source].x + kept[e.source].width < kept[e.target].x for e in picture.edges)
+    (start,) = [n for n in picture.nodes if n.start]
+    assert start.x == max(n.x for n in picture.nodes)
+    columns: dict[str, set[float]] = {}
+    for n in picture.nodes:
+        columns.setdefault(n.title, set()).add(round(n.x + n.width / 2))
+    assert all(len(centres) == 1 for centres in columns.values()), columns
 
 
 # --- in a browser ---------------------------------------------------------------------------

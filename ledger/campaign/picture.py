@@ -133,8 +133,17 @@ def _curve(points: list[tuple[float, float]]) -> str:
     return " ".join(parts)
 
 
+def _place(along: float, span: tuple[float, float], mirror: bool) -> float:
+    """Where a layout coordinate along the layers lands, left to right (mirrored or not)."""
+    left, right = span
+    return MARGIN + (right - along if mirror else along - left)
+
+
 def draw_lineage(graph: Lineage, *, max_nodes: int = 60) -> Picture:
     """Lay out ``graph`` in layers, left to right (inputs on the left).
+
+    Upstream, the layers count back from the dataset (on the right); downstream,
+    forward from it (on the left).
 
     Raises:
         MissingDependencyError: grandalf is not installed (the ``report`` extra).
@@ -199,6 +208,7 @@ def draw_lineage(graph: Lineage, *, max_nodes: int = 60) -> Picture:
         v.view = _View(nodes[n].height, nodes[n].width)
     edges = []
     links = []
+    mirror = graph.direction == "upstream"
     for edge in graph.edges:
         if edge.dataset_id in vertices and edge.quantum_id in vertices:
             a, b = (
@@ -206,7 +216,9 @@ def draw_lineage(graph: Lineage, *, max_nodes: int = 60) -> Picture:
                 if edge.relation == "input"
                 else (edge.quantum_id, edge.dataset_id)
             )
-            link = Edge(vertices[a], vertices[b])
+            # Upstream, layers count back from the dataset (laid out from it, then
+            # mirrored), so a type lines up in one column even where the graph is cut.
+            link = Edge(vertices[b], vertices[a]) if mirror else Edge(vertices[a], vertices[b])
             link.view = _EdgeView()
             links.append(link)
             edges.append((a, b, edge.relation, link))
@@ -220,19 +232,24 @@ def draw_lineage(graph: Lineage, *, max_nodes: int = 60) -> Picture:
         layout.draw()
         views = [v.view for v in component.sV]
         top = min(v.xy[0] - v.w / 2 for v in views)
-        left = min(v.xy[1] - v.h / 2 for v in views)
+        span = (
+            float(min(v.xy[1] - v.h / 2 for v in views)),
+            float(max(v.xy[1] + v.h / 2 for v in views)),
+        )
         bottom = offset
         for v in component.sV:
             node = nodes[v.data]
             across, along = v.view.xy
-            node.x = round(MARGIN + along - left - node.width / 2, 1)
+            node.x = round(_place(along, span, mirror) - node.width / 2, 1)
             node.y = round(MARGIN + offset + across - top - node.height / 2, 1)
             bottom = max(bottom, node.y + node.height - MARGIN)
         for _, _, _, link in edges:
             if link.v[0] in component.sV:
-                link.view.points = [
-                    (MARGIN + p[1] - left, MARGIN + offset + p[0] - top) for p in link.view.points
+                points = [
+                    (_place(p[1], span, mirror), MARGIN + offset + p[0] - top)
+                    for p in link.view.points
                 ]
+                link.view.points = points[::-1] if mirror else points
         offset = bottom + NODE_GAP * 2
 
     picture_edges = []
