@@ -27,7 +27,7 @@ from campaign_fixture import (
 )
 from click.testing import CliRunner, Result
 
-from ledger.campaign import CampaignState, open_source
+from ledger.campaign import CampaignState, FolderSource, open_source
 from ledger.campaign.watch import QuantumInfo
 from ledger.central import ingest
 from ledger.cli import main
@@ -145,6 +145,7 @@ def test_watch_once_on_a_folder_reads_every_ledger_and_writes_none(campaign: Cam
     snapshot = json.loads(result.stdout)
     assert snapshot_counts(snapshot) == folder_counts(campaign.ledgers)
     assert snapshot["unreadable"] == []
+    assert (snapshot["seq"], snapshot["ledgers"]) == (None, len(campaign.sources))  # no global seq
     assert {p: p.read_bytes() for p in campaign.ledgers.iterdir()} == before
 
 
@@ -186,6 +187,31 @@ def test_folder_source_reads_a_file_once_it_is_a_ledger(tmp_path: Path) -> None:
     (folder / "early.ledger").unlink()
     source.poll(state)
     assert source.problems() == []
+
+
+def test_folder_source_reads_only_changed_files_a_few_at_a_time(tmp_path: Path) -> None:
+    """A poll opens at most files_per_poll files; a file whose stamp is unchanged is not reread."""
+    made = run_pipeline(tmp_path / "repo", tmp_path / "ledgers", visits=2, detectors=1)
+    source, state = FolderSource(str(tmp_path / "ledgers"), files_per_poll=2), CampaignState()
+    polls = 0
+    while True:
+        source.poll(state)
+        polls += 1
+        if not source.pending:
+            break
+    assert polls == 3  # 5 files, 2 a poll
+    assert state.totals() == {"succeeded": 5, "failed": 0, "interrupted": 0}
+    # Same size and time, other bytes: not reread (it would not even open now).
+    victim = made.ledgers[0]
+    st = victim.stat()
+    victim.write_bytes(b"x" * st.st_size)
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    source.poll(state)
+    assert source.problems() == []
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # now it changed
+    source.poll(state)
+    assert [p.split(":")[0] for p in source.problems()] == [str(victim)]
+    assert state.totals() == {"succeeded": 5, "failed": 0, "interrupted": 0}
 
 
 # --- live --------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ class CampaignSource:
 
     #: The target as messages show it.
     where: str
+    #: More is waiting to be read at once (a poll stopped early); poll again without waiting.
+    pending: bool = False
 
     def poll(self, state: CampaignState) -> list[FailureLine]:
         """Fold what is new into ``state``; the failures among it."""
@@ -68,6 +70,10 @@ class CampaignSource:
     def problems(self) -> list[str]:
         """Ledgers that could not be read at the last poll, one line each."""
         return []
+
+    def position(self, state: CampaignState) -> dict[str, int | None]:
+        """How far the source has read: ``seq`` (a central ledger) or ``ledgers`` (files read)."""
+        return {"seq": state.last_seq, "ledgers": None}
 
     def close(self) -> None:
         """Release what the source holds."""
@@ -99,11 +105,17 @@ class _FileMark:
 
 @dataclass
 class FolderSource(CampaignSource):
-    """A folder of ledger files (``*.ledger``, ``*.sqlite``...), polled file by file."""
+    """A folder of ledger files (``*.ledger``, ``*.sqlite``...), polled file by file.
+
+    A poll opens at most ``files_per_poll`` changed files and sets `pending`
+    when more are waiting, so a first look at a large folder shows progress.
+    """
 
     folder: str
+    files_per_poll: int = 500
     _marks: dict[str, _FileMark] = field(default_factory=dict)
-    _problems: dict[str, str] = field(default_factory=dict)
+    #: path -> (its stamp when it could not be read, why): retried once it changes.
+    _problems: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not os.path.isdir(self.folder):
@@ -112,46 +124,63 @@ class FolderSource(CampaignSource):
 
     @staticmethod
     def _stamp(path: str) -> tuple[int, ...]:
-        """Size and time of the file and its WAL: a change means new events may be there."""
+        """Size and time of the file and its WAL: a change means new events may be there.
+
+        An empty WAL counts as none: opening a ledger may leave one behind, and
+        it holds no event.
+        """
         stamp: list[int] = []
         for name in (path, path + "-wal"):
             try:
                 st = os.stat(name)
             except FileNotFoundError:
-                stamp.extend((-1, -1))
+                stamp.extend((0, 0))
                 continue
-            stamp.extend((st.st_size, st.st_mtime_ns))
+            stamp.extend((st.st_size, st.st_mtime_ns) if st.st_size else (0, 0))
         return tuple(stamp)
 
     def poll(self, state: CampaignState) -> list[FailureLine]:
-        """Fold the new events of every ledger file that changed since the last poll."""
+        """Fold the new events of the ledger files that changed since the last poll."""
         failures: list[FailureLine] = []
         paths = expand_sources([self.folder])
         present = set(paths)
         for gone in [p for p in {*self._marks, *self._problems} if p not in present]:
             self._marks.pop(gone, None)  # removed (or renamed) since: nothing to read there
             self._problems.pop(gone, None)
+        self.pending = False
+        opened = 0
         for path in paths:
+            # The stamp is taken before reading: a write during the read changes it again.
             stamp = self._stamp(path)
             mark = self._marks.get(path)
             if mark is not None and mark.stamp == stamp:
                 continue
+            if path in self._problems and self._problems[path][0] == stamp:
+                continue  # still the file that could not be read
+            if opened == self.files_per_poll:
+                self.pending = True
+                break
+            opened += 1
             after = mark.after if mark is not None else 0
             try:
                 with Ledger.open(path) as led:
                     after, found = _follow_into(led, state, after)
             except LedgerError as e:
-                # A file still being created, or damaged: try again at the next poll.
-                self._problems[path] = str(e)
+                # A file still being created, or damaged: tried again once it changes.
+                self._problems[path] = (stamp, str(e))
                 continue
             self._problems.pop(path, None)
             self._marks[path] = _FileMark(stamp, after)
             failures.extend(found)
         return failures
 
+    def position(self, state: CampaignState) -> dict[str, int | None]:
+        """The files read so far (each file has its own ``seq``: there is no global one)."""
+        return {"seq": None, "ledgers": len(self._marks)}
+
     def problems(self) -> list[str]:
         """The files that could not be read at their last try, with why."""
-        return [f"{path}: {message}" for path, message in sorted(self._problems.items())]
+        return [f"{path}: {why}" for path, (_, why) in sorted(self._problems.items())]
 
 
 def open_source(target: str) -> CampaignSource:

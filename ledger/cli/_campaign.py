@@ -53,11 +53,19 @@ def _ago(recorded_at: str | None) -> str:
     return f"last event {seconds / 3600:.1f} h ago"
 
 
-def _summary(state: CampaignState) -> str:
+def _where(state: CampaignState, source: CampaignSource) -> str:
+    """``seq N`` for a central ledger, ``N ledgers`` for a folder."""
+    position = source.position(state)
+    if position["seq"] is not None:
+        return f"seq {position['seq']}"
+    return f"{position['ledgers']} ledgers"
+
+
+def _summary(state: CampaignState, source: CampaignSource) -> str:
     totals = state.totals()
     counts = ", ".join(f"{totals[s]} {s}" for s in STATUSES)
     return (
-        f"seq {state.last_seq}: {state.n_quanta} quanta: {counts}; "
+        f"{_where(state, source)}: {state.n_quanta} quanta: {counts}; "
         f"{state.rate_per_minute():.1f} finished/min"
     )
 
@@ -70,12 +78,12 @@ def _failure_line(failure: FailureLine) -> str:
     )
 
 
-def _view(state: CampaignState, where: str, problems: list[str]) -> RenderableType:
+def _view(state: CampaignState, source: CampaignSource) -> RenderableType:
     """The live view: a header, counts per task and status, the last failures."""
     header = Text()
-    header.append(f"watching {where}", style="bold")
+    header.append(f"watching {source.where}", style="bold")
     header.append(
-        f"  seq {state.last_seq} · {state.n_quanta} quanta · {state.n_events} events · "
+        f"  {_where(state, source)} · {state.n_quanta} quanta · {state.n_events} events · "
         f"{state.rate_per_minute():.1f} quanta finished/min (last 5 min of recorded time) · "
         f"{_ago(state.last_recorded_at)}"
     )
@@ -106,7 +114,7 @@ def _view(state: CampaignState, where: str, problems: list[str]) -> RenderableTy
             line.append(f"{f.data_id_text()} ({short_id(f.quantum_id)}) attempt {f.attempt}: ")
             line.append(one_line(f.error_line()), style="red")
             parts.append(line)
-    parts.extend(Text(f"unreadable: {p}", style="yellow") for p in problems)
+    parts.extend(Text(f"unreadable: {p}", style="yellow") for p in source.problems())
     parts.append(Text("interrupted: started, no end recorded yet (running, or killed). "
                       "Ctrl-C stops watching.", style="dim"))  # fmt: skip
     return Group(*parts)
@@ -117,6 +125,7 @@ def _snapshot(state: CampaignState, source: CampaignSource) -> dict[str, Any]:
         "source": source.where,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         **state.snapshot(),
+        **source.position(state),
         "unreadable": source.problems(),
     }
 
@@ -187,6 +196,8 @@ def watch_command(
     try:
         if once:
             source.poll(state)
+            while source.pending:
+                source.poll(state)
             _show_once(state, source, as_json)
             return
         _watch(state, source, as_json, interval, until_idle)
@@ -206,7 +217,7 @@ def _show_once(state: CampaignState, source: CampaignSource, as_json: bool) -> N
     if as_json:
         _echo(json.dumps(_snapshot(state, source)))
         return
-    make_console().print(_view(state, source.where, source.problems()))
+    make_console().print(_view(state, source))
 
 
 def _watch(
@@ -233,28 +244,30 @@ def _watch(
                 seen = state.n_events
                 last_change = now
                 if display is not None:
-                    display.update(_view(state, source.where, source.problems()), refresh=True)
+                    display.update(_view(state, source), refresh=True)
                 elif as_json:
                     _echo(json.dumps(_snapshot(state, source)))
                 else:
                     for failure in new_failures:
                         _echo(_failure_line(failure))
-                    _echo(f"{fmt_time(datetime.now(UTC).isoformat())} {_summary(state)}")
+                    _echo(f"{fmt_time(datetime.now(UTC).isoformat())} {_summary(state, source)}")
             elif display is not None:
-                display.update(_view(state, source.where, source.problems()), refresh=True)
+                display.update(_view(state, source), refresh=True)
             if not live:
                 _problems_to_stderr(source, shown)
-            if until_idle is not None and now - last_change >= until_idle:
+            idle = now - last_change
+            if until_idle is not None and not source.pending and idle >= until_idle:
                 why = f"nothing new for {until_idle:g} s"
                 break
-            time.sleep(interval)
+            if not source.pending:
+                time.sleep(interval)
     except KeyboardInterrupt:
         why = "stopped (Ctrl-C)"
     finally:
         if display is not None:
             display.stop()
     if not as_json:
-        click.echo(f"watch ended: {why}; {_summary(state)}", err=live)
+        click.echo(f"watch ended: {why}; {_summary(state, source)}", err=live)
 
 
 # --- report -----------------------------------------------------------------------------
