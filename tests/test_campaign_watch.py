@@ -193,13 +193,11 @@ def test_folder_source_reads_only_changed_files_a_few_at_a_time(tmp_path: Path) 
     """A poll opens at most files_per_poll files; a file whose stamp is unchanged is not reread."""
     made = run_pipeline(tmp_path / "repo", tmp_path / "ledgers", visits=2, detectors=1)
     source, state = FolderSource(str(tmp_path / "ledgers"), files_per_poll=2), CampaignState()
-    polls = 0
-    while True:
+    pending = []
+    for _ in range(5):
         source.poll(state)
-        polls += 1
-        if not source.pending:
-            break
-    assert polls == 3  # 5 files, 2 a poll
+        pending.append(source.pending)
+    assert pending == [True, True, False, False, False]  # 5 files, 2 a poll, then none changed
     assert state.totals() == {"succeeded": 5, "failed": 0, "interrupted": 0}
     # Same size and time, other bytes: not reread (it would not even open now).
     victim = made.ledgers[0]
