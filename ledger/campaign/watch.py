@@ -17,6 +17,7 @@ after it is ``interrupted`` (the view's word: it may still be running).
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -123,7 +124,7 @@ class CampaignState:
     _counts: dict[str, dict[str, int]] = field(default_factory=dict)
     _retried: dict[str, int] = field(default_factory=dict)
     #: recorded_at of each quantum's end (terminal event), oldest first, within the window.
-    _ends: deque[datetime] = field(default_factory=deque)
+    _ends: list[datetime] = field(default_factory=list)
     _n_ended: int = 0
     _first_start: datetime | None = None
 
@@ -198,13 +199,11 @@ class CampaignState:
 
     def _ended(self, moment: datetime) -> None:
         self._n_ended += 1
-        self._ends.append(moment)
-        # Keep the ends in order (sources may interleave); a few out of order is rare.
-        if len(self._ends) > 1 and self._ends[-2] > moment:
-            self._ends = deque(sorted(self._ends))
-        newest = self._ends[-1]
-        while self._ends and self._ends[0] < newest - RATE_WINDOW:
-            self._ends.popleft()
+        # Kept in order (quanta end out of order across workers and files).
+        bisect.insort(self._ends, moment)
+        stale = bisect.bisect_left(self._ends, self._ends[-1] - RATE_WINDOW)
+        if stale:
+            del self._ends[:stale]
 
     # --- reading ----------------------------------------------------------------------
 
