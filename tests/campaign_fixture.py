@@ -6,6 +6,7 @@ Not a test module: imported by tests/test_campaign_*.py.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,21 @@ def make_campaign(where: Path, *, hostile: bool = True) -> Campaign:
         except ValueError:
             pass
     return Campaign(root=root, ledgers=ledgers, run=run)
+
+
+def add_raw_rows(
+    target: Path, quanta: list[tuple[object, ...]], events: list[tuple[object, ...]]
+) -> None:
+    """Append rows to a SQLite ledger behind the library's back (an edited, hostile ledger)."""
+    with sqlite3.connect(target) as conn:
+        conn.executemany(f"INSERT INTO quanta VALUES ({', '.join('?' * 11)})", quanta)
+        conn.executemany(
+            "INSERT INTO events (quantum_id, quantum_seq, call_id, attempt, kind, dataset_id, "
+            "outcome, error_type, error_message, detail, recorded_at, prev_hash, hash) "
+            f"VALUES ({', '.join('?' * 13)})",
+            events,
+        )
+    conn.close()
 
 
 def status_counts(target: str) -> dict[str, dict[str, int]]:

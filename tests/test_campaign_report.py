@@ -23,6 +23,7 @@ from campaign_fixture import (
     RETRIED,
     SCRIPT_LABEL,
     Campaign,
+    add_raw_rows,
     make_campaign,
     status_counts,
 )
@@ -157,6 +158,30 @@ def test_report_default_lineage_is_a_final_output_and_says_so(central: str) -> N
     assert kinds == {"deepCoadd", "coadd", "calexp", "calibrate", "postISRCCD", "isr", "raw",
                      "bias"}  # fmt: skip
     assert report.picture.n_shown == report.picture.n_nodes
+
+
+def test_report_shows_edited_rows_as_text(central: str, tmp_path: Path) -> None:
+    """Rows no recorder writes (a number for a label, junk JSON, text for an attempt) render."""
+    target = tmp_path / "edited.sqlite"
+    shutil.copy(central, target)
+    qid = "0badc0de-0000-4000-8000-000000000000"
+    at = "2030-01-01T00:00:00.000000+00:00"
+    add_raw_rows(
+        target,
+        [(qid, 42, "{not json", None, at, "h", 1, "u", "3", "0", None)],
+        [(qid, 1, 1, 1, "quantum_started", None, "ok", None, None, None, at, None, "1" * 64),
+         (qid, 2, 2, "x", "quantum_failed", None, "error", 7, "</pre><script>x()</script>",
+          '{"traceback": ["<b>"]}', at, "1" * 64, "2" * 64)],
+    )  # fmt: skip
+    out = tmp_path / "r.html"
+    result = run("report", target, "-o", out)
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    # SQLite compares the text "x" above any number: the view counts it as a retry.
+    assert task_counts(html)["42"] == {"succeeded": 0, "failed": 1, "interrupted": 0, "retried": 1}
+    assert "<script" not in html
+    assert "&lt;/pre&gt;&lt;script&gt;x()&lt;/script&gt;" in html
+    assert "{not json" in html
 
 
 def test_report_lineage_option_takes_an_id_prefix(

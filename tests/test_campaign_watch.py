@@ -19,6 +19,7 @@ from campaign_fixture import (
     FAILED,
     RETRIED,
     Campaign,
+    add_raw_rows,
     folder_counts,
     last_json,
     make_campaign,
@@ -27,6 +28,7 @@ from campaign_fixture import (
 )
 from click.testing import CliRunner, Result
 
+from ledger import Ledger
 from ledger.campaign import CampaignState, FolderSource, open_source
 from ledger.campaign.watch import QuantumInfo
 from ledger.central import ingest
@@ -167,6 +169,19 @@ def test_watch_a_missing_ledger_is_one_line_exit_2(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"qledger: error: no ledger at {tmp_path / 'nope.sqlite'}"
     ]
+
+
+def test_watch_names_a_malformed_row_in_one_line(central: str, tmp_path: Path) -> None:
+    """An edited central ledger (a time no recorder writes) is one error line, exit 2."""
+    target = tmp_path / "edited.sqlite"
+    shutil.copy(central, target)
+    (qid,) = next(iter(Ledger.open(target).rows("SELECT quantum_id FROM quanta LIMIT 1")))
+    add_raw_rows(target, [], [(qid, 99, 99, 1, "quantum_started", None, "ok", None, None, None,
+                               "yesterday", "0" * 64, "1" * 64)])  # fmt: skip
+    result = run("watch", target, "--once", "--json")
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"qledger: error: {target}: quantum {qid} quantum_seq 99: recorded_at")
 
 
 def test_folder_source_reads_a_file_once_it_is_a_ledger(tmp_path: Path) -> None:

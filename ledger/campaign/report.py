@@ -21,6 +21,7 @@ from ..central.lineage import lineage
 from ..central.target import chunks
 from ..errors import InvalidParameterError
 from ..store.ledger import Ledger
+from ..store.validate import is_uuid
 from .picture import Picture, draw_lineage
 from .watch import STATUSES
 
@@ -111,14 +112,24 @@ class CampaignReport(BaseModel):
     no_lineage: str | None = None
 
 
-def _loads(text: str | None) -> dict[str, Any]:
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: object) -> int:
+    """A count as recorded, or 0 for a value no recorder writes (an edited row)."""
+    return value if type(value) is int else 0
+
+
+def _loads(text: object) -> dict[str, Any]:
+    """A JSON object column, or the text as is under ``data_id`` (hostile rows render too)."""
     if not text:
         return {}
     try:
-        value = json.loads(text)
-    except ValueError:
-        return {"data_id": text}
-    return value if isinstance(value, dict) else {"data_id": text}
+        value = json.loads(str(text))
+    except (ValueError, RecursionError):
+        return {"data_id": str(text)}
+    return value if isinstance(value, dict) else {"data_id": str(text)}
 
 
 def _in_list(led: Ledger, sql: str, ids: Sequence[str]) -> Iterator[tuple[Any, ...]]:
@@ -136,6 +147,7 @@ def _tasks(led: Ledger) -> tuple[list[str], list[TaskRow]]:
     ):
         if status not in statuses:
             statuses.append(status)
+        task = str(task)  # the ledger is untrusted: a label is shown as text, whatever it is
         row = by_task.setdefault(task, TaskRow(task_label=task, counts={}, retried=0, total=0))
         row.counts[status] = int(n)
         row.retried += int(retried or 0)
@@ -152,13 +164,13 @@ def _ended_badly(led: Ledger, status: str, max_items: int) -> tuple[list[FailedQ
     (n,) = next(led.rows("SELECT COUNT(*) FROM quantum_status WHERE status = ?", [status]))
     found = [
         FailedQuantum(
-            quantum_id=qid,
-            task_label=task,
+            quantum_id=str(qid),
+            task_label=str(task),
             data_id=_loads(data_id),
-            attempts=int(attempts),
-            ended_at=ended_at if status == "failed" else started_at,
-            error_type=error_type,
-            error_message=error_message,
+            attempts=_int(attempts),
+            ended_at=_text(ended_at if status == "failed" else started_at),
+            error_type=_text(error_type),
+            error_message=_text(error_message),
             traceback=None,
         )
         for qid, task, data_id, attempts, started_at, ended_at, error_type, error_message in (
@@ -187,8 +199,12 @@ def _retried(led: Ledger, max_items: int) -> tuple[list[RetriedQuantum], int]:
     """Quanta with more than one attempt, and how each attempt ended."""
     (n,) = next(led.rows("SELECT COUNT(*) FROM quantum_status WHERE attempts > 1"))
     quanta = {
-        qid: RetriedQuantum(
-            quantum_id=qid, task_label=task, data_id=_loads(data_id), status=status, attempts=[]
+        str(qid): RetriedQuantum(
+            quantum_id=str(qid),
+            task_label=str(task),
+            data_id=_loads(data_id),
+            status=str(status),
+            attempts=[],
         )
         for qid, task, data_id, status in led.rows(
             "SELECT quantum_id, task_label, data_id, status FROM quantum_status "
@@ -204,20 +220,22 @@ def _retried(led: Ledger, max_items: int) -> tuple[list[RetriedQuantum], int]:
         f"WHERE kind IN ({marks}) AND quantum_id IN ({{marks}}) ORDER BY quantum_id, quantum_seq",
         list(quanta),
     ):
-        attempts = ends[qid]
+        if type(attempt) is not int:
+            continue  # an edited row: verify names it; the report shows the rest
+        attempts = ends[str(qid)]
         if kind == "quantum_started":
             attempts[attempt] = AttemptEnd(
-                attempt=attempt, started_at=recorded_at, ended_at=None, outcome="interrupted"
+                attempt=attempt, started_at=_text(recorded_at), ended_at=None, outcome="interrupted"
             )
             continue
         start = attempts.get(attempt)
         attempts[attempt] = AttemptEnd(
             attempt=attempt,
             started_at=start.started_at if start else None,
-            ended_at=recorded_at,
+            ended_at=_text(recorded_at),
             outcome="succeeded" if kind == "quantum_succeeded" else "failed",
-            error_type=error_type,
-            error_message=error_message,
+            error_type=_text(error_type),
+            error_message=_text(error_message),
         )
     for qid, quantum in quanta.items():
         quantum.attempts = [ends[qid][a] for a in sorted(ends[qid])]
@@ -245,7 +263,7 @@ def _choose_dataset(led: Ledger) -> tuple[str, str] | None:
                 [qid],
             )
         ]
-        for dsid in written:
+        for dsid in filter(is_uuid, written):
             fallback = fallback or dsid
             readers = led.rows(
                 "SELECT 1 FROM datasets WHERE dataset_id = ? "

@@ -22,6 +22,7 @@ from ..central.ingest import expand_sources
 from ..central.target import chunks
 from ..errors import LedgerError
 from ..store.ledger import Ledger
+from ..store.validate import check_event
 from .watch import CampaignState, FailureLine, QuantumInfo
 
 __all__ = ["CampaignSource", "CentralSource", "FolderSource", "open_source"]
@@ -39,14 +40,20 @@ def _info(led: Ledger, quantum_ids: Iterable[str]) -> dict[str, QuantumInfo]:
             f"SELECT quantum_id, task_label, data_id FROM quanta WHERE quantum_id IN ({marks})",
             chunk,
         ):
-            found[qid] = QuantumInfo(task, data_id)
+            found[str(qid)] = QuantumInfo(str(task), str(data_id))  # shown as text, whatever
     return found
 
 
 def _follow_into(led: Ledger, state: CampaignState, after: int) -> tuple[int, list[FailureLine]]:
-    """Fold every event of ``led`` past ``after``; the last ``seq`` and the new failures."""
+    """Fold every event of ``led`` past ``after``; the last ``seq`` and the new failures.
+
+    Raises:
+        MalformedRowError: a row holds a value no recorder writes (the ledger was edited).
+    """
     failures: list[FailureLine] = []
     while rows := led.follow(after, limit=_BATCH):
+        for row in rows:
+            check_event(row, led.where)  # a hostile row is a named error, not a crash
         unknown = {r.quantum_id for r in rows if not state.known(r.quantum_id)}
         failures.extend(state.apply(rows, _info(led, unknown) if unknown else {}))
         after = rows[-1].seq or after
