@@ -26,6 +26,7 @@ from .errors import (
     UnpredictedOutputError,
 )
 from .events import EventKind, Outcome
+from .identity import check_datastore_identity, ensure_identity, started_detail
 from .model import DatasetRef, DatasetType
 from .provenance import ProvenanceFold, QuantumProvenanceData
 from .quantum import Quantum
@@ -196,6 +197,7 @@ class QuantumBackedButler:
         durability: Durability = "normal",
         dataset_types: Mapping[str, DatasetType] | None = None,
         batch_size: int = 1000,
+        check_datastore: bool = True,
     ) -> QuantumBackedButler:
         """Retry a quantum recorded in ``ledger``: its next attempt, in the same ledger.
 
@@ -214,27 +216,37 @@ class QuantumBackedButler:
                 one recorded ``prune`` call) and delete orphan artifacts of
                 predicted outputs (each a ``prune`` with ``"orphan": true``), so
                 that this attempt writes them afresh.
+            check_datastore: refuse a datastore root that is not the one the
+                quantum ran with (see `ledger.identity`); False to retry into
+                whatever root ``config`` names.
 
         Raises:
             ValueError: both ``skip_existing`` and ``clobber``.
             LedgerNotFoundError, UnknownQuantumError: no such ledger or quantum.
             LedgerError: ``config`` names another datastore than the quantum used.
+            DatastoreMismatchError: the root does not exist or is another
+                datastore than the quantum ran with; nothing is appended.
             TamperedError: the quantum's hash chain does not verify; nothing is appended.
+            PathEscapeError, NotARegularFileError: with ``clobber``, a symlink
+                leads an output's path out of the root, or a FIFO (device,
+                directory) is where an output goes; nothing is appended.
         """
         if skip_existing and clobber:
             raise ValueError("resume takes skip_existing or clobber, not both")
+        datastore = datastore_from_config(config)
         with Ledger.open(ledger) as led, led.snapshot():
             qid = led.resolve_quantum(quantum_id)
             quantum = led.quantum(qid)
             recorded = led.info(qid).datastore_name
             fold = led.fold(qid)
             problems = [p for p in led.verify().problems if p.startswith(f"quantum {qid}:")]
+            if check_datastore and not problems:
+                check_datastore_identity(led, qid, datastore)
         if problems:
             raise TamperedError(
                 f"{os.fspath(ledger)}: {problems[0]}; refusing to append a new attempt to a "
                 f'chain that does not verify (run "qledger verify {os.fspath(ledger)}")'
             )
-        datastore = datastore_from_config(config)
         if recorded is not None and recorded != datastore.name:
             raise LedgerError(
                 f"quantum {qid} in {os.fspath(ledger)} used datastore {recorded!r}, but the "
@@ -242,6 +254,12 @@ class QuantumBackedButler:
             )
         # Before anything is written: a bad record path raises here, not mid-attempt.
         verified = import_earlier_outputs(datastore, fold, verify=skip_existing)
+        if clobber:
+            # Each orphan is looked at now (an escape or a FIFO refuses the retry
+            # before anything is recorded) and again, through the guard, when deleted.
+            for ref in quantum.iter_predicted_outputs():
+                if not datastore.records_for(ref):
+                    datastore.artifact_at(ref)
         log = EventLog(ledger, durability=durability, batch_size=batch_size, create=False)
         try:
             butler = cls._start(
@@ -270,15 +288,14 @@ class QuantumBackedButler:
         for ref in self._predicted_outputs.values():
             if self.datastore.records_for(ref):
                 continue
-            path = self.datastore.artifact_path(ref)
-            if not path.is_file():
+            found = self.datastore.artifact_at(ref)
+            if found is None:
                 continue
-            data = path.read_bytes()
-            relative = path.relative_to(self.datastore.root).as_posix()
+            relative, data = found
             detail = orphan_removal_detail(relative, hashlib.sha256(data).hexdigest(), len(data))
             # Recorded before the file goes, as for any prune (see pruneDatasets).
             self._record_one(EventKind.PRUNE, ref, Outcome.OK, None, detail)
-            path.unlink(missing_ok=True)
+            self.datastore.remove_artifact(relative)
 
     @classmethod
     def _start(
@@ -292,6 +309,9 @@ class QuantumBackedButler:
         started: Mapping[str, Any] | None = None,
     ) -> QuantumBackedButler:
         datastore.import_records(quantum.datastore_records)
+        identity = ensure_identity(datastore)
+        if identity is not None:
+            started = {**(started or {}), **started_detail(datastore, identity)}
         qid, attempt = record_quantum_start(
             log, quantum, datastore.name, quantum_id=quantum_id, started=started
         )

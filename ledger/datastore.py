@@ -2,11 +2,13 @@
 
 Each dataset is one file whose path, relative to the root, is derived from its
 run, dataset type, data ID and id. Writes are atomic and never replace an
-existing artifact: the bytes go to a temporary file in the target directory,
-are fsynced, and are then hard-linked to the final name (which fails if that
-name exists, even when another process won the race). Reads go only through
-the records this datastore wrote or imported, and every record path is checked
-to stay under the root, symlinks included.
+existing artifact: the bytes go to an unnamed temporary file in the target
+directory, are fsynced, and are then hard-linked to the final name (which fails
+if that name exists, even when another process won the race); a failed write
+leaves nothing behind. Reads go only through the records this datastore wrote
+or imported. Every file operation goes through one `PathGuard`, which resolves
+the path at the moment of use and refuses any that a symlink leads out of the
+root; only regular files are ever opened as artifacts.
 
 Records live in memory in each instance; several instances (in several
 processes) may share one root, since the files are the only shared state.
@@ -14,12 +16,10 @@ processes) may share one root, since the files are the only shared state.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import os
 import re
-import secrets
 import stat
 import uuid
 from collections.abc import Iterable, Mapping
@@ -34,9 +34,11 @@ from .errors import (
     DatasetNotFoundError,
     InvalidParameterError,
     LedgerError,
+    NotARegularFileError,
     PathEscapeError,
 )
 from .model import DatasetRef
+from .pathguard import PathGuard, file_kind
 from .records import (
     DatastoreRecordData,
     SerializedDatastoreRecordData,
@@ -55,10 +57,6 @@ RecordsInput = DatastoreRecordData | SerializedDatastoreRecordData | Mapping[str
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 #: Longest path component we write: file systems stop at 255 bytes.
 _MAX_COMPONENT = 120
-#: errno values meaning "this file system cannot hard-link"; we fall back to rename.
-_NO_HARDLINK = frozenset(
-    {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS, errno.EMLINK}
-)
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -71,55 +69,6 @@ def _safe(text: str) -> str:
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
         safe = f"{safe[: _MAX_COMPONENT - 13]}-{digest}"
     return safe or "_"
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a directory's entries durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # Windows cannot open directories; its renames are journaled
-        return
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        # Some file systems refuse fsync on a directory; nothing more can be done.
-        if e.errno not in {errno.EINVAL, errno.EBADF, errno.ENOTSUP, errno.EOPNOTSUPP}:
-            raise
-    finally:
-        os.close(fd)
-
-
-def _write_new_file(final: Path, data: bytes, fsync: bool) -> bool:
-    """Atomically create ``final`` holding ``data``; False if the name already exists."""
-    temp = final.parent / f".{final.name}.{secrets.token_hex(6)}.tmp"
-    # O_EXCL: never write through a file or symlink someone else put there;
-    # mode 0o666 lets the umask decide, as for any file the user creates.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(temp, flags, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        try:
-            # A link fails if the name exists, even if another process created
-            # it a moment ago, where os.replace would silently clobber it.
-            os.link(temp, final)
-        except FileExistsError:
-            return False
-        except OSError as e:
-            if e.errno not in _NO_HARDLINK:
-                raise
-            if os.path.lexists(final):
-                return False
-            os.replace(temp, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-    if fsync:
-        _fsync_dir(final.parent)
-    return True
 
 
 class FileDatastore:
@@ -151,10 +100,8 @@ class FileDatastore:
         )
         self.fsync = fsync
         self.verify_checksums = verify_checksums
-        # Resolved once: realpath resolves the existing prefix even before the
-        # root is created, and we only ever create plain directories below it.
-        self._root_real = os.path.realpath(self.root)
-        self._root_str = str(self.root)
+        #: Every file operation below the root goes through it.
+        self.guard = PathGuard(self.root)
         self._records: dict[uuid.UUID, tuple[StoredFileInfo, ...]] = {}
         self._trash: dict[uuid.UUID, tuple[StoredFileInfo, ...]] = {}
 
@@ -172,27 +119,9 @@ class FileDatastore:
         """The absolute path of a checked record path, and its stat (None if missing).
 
         Raises PathEscapeError if a symlink below the root leads out of it.
-        Record paths are free of ``..`` and absolute parts (checked when they
-        entered), so only symlinks can leave the root; one lstat per component
-        finds them, much cheaper than a realpath of the whole path.
         """
-        full = f"{self._root_str}{os.sep}{relative}"
-        path, info = self._root_str, None
-        for part in relative.split("/"):
-            path = f"{path}{os.sep}{part}"
-            try:
-                info = os.lstat(path)
-            except (FileNotFoundError, NotADirectoryError):
-                return full, None  # nothing below a missing entry can be a link
-            if stat.S_ISLNK(info.st_mode):
-                real = os.path.realpath(full)
-                if not real.startswith(self._root_real + os.sep):
-                    raise PathEscapeError(
-                        f"datastore record path {relative!r} resolves to {real}, outside the "
-                        f"datastore root {self.root} (a symlink points out of it); refusing it"
-                    )
-                return full, (os.stat(full) if os.path.exists(full) else None)
-        return full, info
+        path, info, _ = self.guard.locate(relative)
+        return path, info
 
     def _relative_path(self, ref: DatasetRef, storage_class: StorageClass) -> str:
         """``{run}/{type}/{k}={v}_..._{id}{ext}``, each component sanitised."""
@@ -328,8 +257,7 @@ class FileDatastore:
                 "written here, its records were not imported, or it was trashed"
             )
         stored = self.storage_classes.get(record.storage_class)
-        path = self._locate(record.path)[0]
-        obj = self._decode(stored, self._read(path, record), path)
+        obj = self._decode(stored, self._read(record), self.guard.absolute(record.path))
         current: StorageClass | None = stored
         component = ref.dataset_type.component()
         if component is not None and record.component is None:
@@ -359,10 +287,10 @@ class FileDatastore:
             obj, current.name, self.storage_classes.get(target).name
         )
 
-    def _read(self, path: str, record: StoredFileInfo) -> bytes:
+    def _read(self, record: StoredFileInfo) -> bytes:
         """The artifact's bytes, after checking their size (and checksum) against the record."""
-        with open(path, "rb") as f:
-            data = f.read()
+        path = self.guard.absolute(record.path)
+        data = self.guard.read_bytes(record.path)
         if record.file_size >= 0 and len(data) != record.file_size:
             raise ArtifactCorruptError(
                 errno.EIO,
@@ -402,9 +330,9 @@ class FileDatastore:
         """
         where = f"artifact {record.path!r} of dataset {record.dataset_id}"
         try:
-            path = self._checked_path(record.path)
+            check_relative_path(record.path)
             digest = hashlib.sha256()
-            with open(path, "rb") as f:
+            with os.fdopen(self.guard.open_read(record.path), "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if record.file_size >= 0 and size != record.file_size:
                     return f"{where} is {size} bytes, its record says {record.file_size}"
@@ -412,6 +340,10 @@ class FileDatastore:
                     digest.update(chunk)
         except PathEscapeError as e:
             return str(e)
+        except NotARegularFileError:
+            info = self._locate(record.path)[1]
+            kind = file_kind(info.st_mode) if info is not None else "not a regular file"
+            return f"{where} is {kind}, not a regular file; it was not read"
         except FileNotFoundError:
             return f"{where} is missing from {self.root}"
         except OSError as e:
@@ -440,7 +372,8 @@ class FileDatastore:
             StorageClassError: unknown storage class, or ``obj`` of the wrong type.
             DatasetExistsError: the artifact exists already; it is left intact.
             PathEscapeError: the target directory resolves outside the root.
-            OSError: the write failed; no partial artifact is left.
+            OSError: the write failed; nothing is left (no partial artifact, no
+                temporary file, no directory this put created).
         """
         if ref.isComponent():
             raise InvalidParameterError(
@@ -450,17 +383,11 @@ class FileDatastore:
         data = storage_class.to_bytes(obj)
         relative = self._relative_path(ref, storage_class)
         existing = self._find(ref, self._records)
-        if (
-            existing is not None
-            and existing.path != relative
-            and os.path.lexists(self._checked_path(existing.path))
-        ):
+        if existing is not None and existing.path != relative and self.guard.lexists(existing.path):
             raise self._exists_error(ref, existing.path)
-        final = self._checked_path(relative)
-        if os.path.lexists(final):
+        if self.guard.lexists(relative):
             raise self._exists_error(ref, relative)
-        self._make_dirs(final.parent)
-        if not _write_new_file(final, data, self.fsync):
+        if not self.guard.write_new(relative, data, fsync=self.fsync):
             raise self._exists_error(ref, relative)
         return self._record(ref, storage_class, relative, data)
 
@@ -491,7 +418,9 @@ class FileDatastore:
 
         Raises:
             FileNotFoundError: there is no artifact at the ref's path.
-            ArtifactCorruptError: it does not decode as the ref's storage class.
+            ArtifactCorruptError: it does not decode as the ref's storage class
+                (`NotARegularFileError`: it is not a regular file).
+            PathEscapeError: a symlink leads out of the root.
         """
         existing = self._find(ref, self._records)
         if existing is not None:
@@ -501,27 +430,41 @@ class FileDatastore:
         storage_class = self.storage_classes.get(ref.dataset_type.storage_class)
         relative = self._relative_path(ref, storage_class)
         path = self._checked_path(relative)
-        with open(path, "rb") as f:
-            data = f.read()
+        data = self.guard.read_bytes(relative)
         self._decode(storage_class, data, path)
         return self._record(ref, storage_class, relative, data)
+
+    def artifact_at(self, ref: DatasetRef) -> tuple[str, bytes] | None:
+        """The path (relative to the root) and bytes of the file where ``ref`` is put, if any.
+
+        Whatever the records say: this is how an orphan (a file without a
+        recorded put) is found. Only a regular file is read.
+
+        Raises:
+            StorageClassError: the ref's storage class is unknown.
+            PathEscapeError: a symlink leads out of the root.
+            NotARegularFileError: a FIFO, device, directory or socket is there.
+        """
+        storage_class = self.storage_classes.get(ref.dataset_type.storage_class)
+        relative = self._relative_path(ref, storage_class)
+        try:
+            return relative, self.guard.read_bytes(relative)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def remove_artifact(self, relative: str) -> bool:
+        """Delete the file at ``relative`` (no record changes); False if nothing was there.
+
+        Raises:
+            PathEscapeError: a symlink leads out of the root; nothing is deleted.
+        """
+        return self.guard.unlink(check_relative_path(relative))
 
     def _exists_error(self, ref: DatasetRef, relative: str) -> DatasetExistsError:
         return DatasetExistsError(
             f"dataset {ref} already has an artifact at {relative!r} under {self.root}; "
             "it is never overwritten: prune it (unstore) first to write it again"
         )
-
-    def _make_dirs(self, directory: Path) -> None:
-        """Create missing directories, making each new entry durable when fsyncing."""
-        missing: list[Path] = []
-        while not directory.is_dir():
-            missing.append(directory)
-            directory = directory.parent
-        for path in reversed(missing):
-            path.mkdir(exist_ok=True)  # another process may be creating it too
-            if self.fsync:
-                _fsync_dir(path.parent)
 
     # --- removal ------------------------------------------------------------------
 
@@ -562,9 +505,7 @@ class FileDatastore:
             failed = False
             for record in records:
                 try:
-                    os.unlink(self._locate(record.path)[0])
-                except FileNotFoundError:
-                    pass
+                    self.guard.unlink(record.path)
                 except (OSError, PathEscapeError) as e:
                     if not ignore_errors:
                         raise

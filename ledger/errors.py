@@ -15,6 +15,7 @@ __all__ = [
     "DatasetExistsError",
     "DatasetNotFoundError",
     "DatasetTypeMismatchError",
+    "DatastoreMismatchError",
     "IngestConflictError",
     "InvalidHeadError",
     "InvalidParameterError",
@@ -31,6 +32,7 @@ __all__ = [
     "NoWorkFound",
     "NotACentralLedgerError",
     "NotALedgerError",
+    "NotARegularFileError",
     "OutOfRangeError",
     "OverwriteRefusedError",
     "PathEscapeError",
@@ -162,6 +164,15 @@ class PathEscapeError(LedgerError):
     """
 
 
+class DatastoreMismatchError(LedgerError):
+    """The datastore root given is missing, or is not the datastore a quantum ran with.
+
+    The butler records the identity of its datastore (the id in the root's
+    ``.qledger-datastore`` file) when a quantum starts; recovery, ``verify
+    --datastore`` and a retry refuse a root that does not carry it.
+    """
+
+
 class StorageClassError(LedgerError, ValueError):
     """An unknown storage class, or an object of the wrong type for one.
 
@@ -188,6 +199,14 @@ class ArtifactCorruptError(LedgerError, OSError):
 
     An OSError so that the butler counts a damaged artifact as unavailable, as it
     does a missing one.
+    """
+
+
+class NotARegularFileError(ArtifactCorruptError):
+    """A FIFO, device, directory or socket where an artifact (always a regular file) should be.
+
+    Found before anything is read from it, so it never blocks; an OSError, as
+    `ArtifactCorruptError`, so the butler counts the dataset as unavailable.
     """
 
 

@@ -6,6 +6,8 @@ import errno
 import hashlib
 import json
 import os
+import signal
+import subprocess
 import sys
 import threading
 import uuid
@@ -28,6 +30,7 @@ from ledger.errors import (
     StorageClassError,
 )
 from ledger.model import DatasetRef, DatasetType
+from ledger.pathguard import PathGuard
 from ledger.records import DatastoreRecordData, SerializedDatastoreRecordData, StoredFileInfo
 from ledger.storage import StorageClass, default_registry
 
@@ -327,7 +330,7 @@ def test_lost_race_keeps_winner(ds: FileDatastore, monkeypatch: pytest.MonkeyPat
     ds.put({"winner": 1}, ref)
     before = ds.artifact_path(ref).read_bytes()
     ds.forget([ref])
-    monkeypatch.setattr(os.path, "lexists", lambda path: False)
+    monkeypatch.setattr(PathGuard, "lexists", lambda self, relative: False)
     with pytest.raises(DatasetExistsError):
         ds.put({"loser": 2}, ref)
     monkeypatch.undo()
@@ -338,7 +341,7 @@ def test_lost_race_keeps_winner(ds: FileDatastore, monkeypatch: pytest.MonkeyPat
 def test_without_hard_links(ds: FileDatastore, monkeypatch: pytest.MonkeyPatch) -> None:
     """On file systems without hard links, put falls back to rename and still refuses clobbers."""
 
-    def no_link(src: Any, dst: Any) -> None:
+    def no_link(src: Any, dst: Any, **kwargs: Any) -> None:
         raise OSError(errno.EPERM, "hard links not supported")
 
     monkeypatch.setattr(os, "link", no_link)
@@ -819,3 +822,207 @@ def test_concurrent_puts_into_one_new_run(tmp_path: Path) -> None:
         t.join()
     assert errors == []
     assert len(files_under(tmp_path)) == len(refs)
+
+
+# --- failed puts leave nothing; the path guard; only regular files are read ----------
+
+_LIMITED_PUT = """
+import resource, signal, sys
+from pathlib import Path
+from ledger import DatasetRef, DatasetType, FileDatastore
+def ref(visit, run):
+    dt = DatasetType(name="calexp", dimensions=("visit",), storage_class="StructuredDataDict")
+    return DatasetRef(dataset_type=dt, data_id={"visit": visit}, run=run)
+ds = FileDatastore(Path(sys.argv[1]))
+ds.put({"small": 1}, ref(1, "old"))
+# Python ignores SIGXFSZ, so a write past the limit fails (EFBIG); by default it kills.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN if sys.argv[2] == "fail" else signal.SIG_DFL)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))  # a full disk
+try:
+    ds.put({"big": "x" * 100_000}, ref(2, "new/run"))
+except OSError as e:
+    print("put failed:", e.strerror)
+"""
+
+
+def _limited_put(root: Path, mode: str) -> subprocess.CompletedProcess[str]:
+    """Run a put that outgrows a file size limit in a child (killed, or its write failing)."""
+    return subprocess.run(
+        [sys.executable, "-c", _LIMITED_PUT, str(root), mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+
+def test_a_put_whose_write_fails_leaves_nothing(tmp_path: Path) -> None:
+    """A write failing mid-way (file size limit) leaves no temp file and no new directory."""
+    root = tmp_path / "repo"
+    done = _limited_put(root, "fail")
+    assert "put failed: File too large" in done.stdout, done.stderr
+    assert [p.relative_to(root).parts[0] for p in root.iterdir()] == ["old"]
+    assert [p.name for p in files_under(root)] == ["visit=1_" + _id(1, "old") + ".json"]
+
+
+def test_a_put_killed_mid_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """A process killed inside the write (SIGXFSZ at the size limit) leaves no temp file."""
+    root = tmp_path / "repo"
+    done = _limited_put(root, "die")
+    assert done.returncode == -signal.SIGXFSZ, done.stderr
+    assert [p.name for p in files_under(root)] == ["visit=1_" + _id(1, "old") + ".json"]
+    FileDatastore(root).put({"small": 2}, _ref_in(2, "new/run"))  # nothing in the way
+
+
+def _ref_in(visit: int, run: str) -> DatasetRef:
+    dt = DatasetType(name="calexp", dimensions=("visit",), storage_class="StructuredDataDict")
+    return DatasetRef(dataset_type=dt, data_id={"visit": visit}, run=run)
+
+
+def _id(visit: int, run: str) -> str:
+    return str(_ref_in(visit, run).id)
+
+
+def test_a_failed_put_removes_only_the_directories_it_made(
+    ds: FileDatastore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC from the disk: the run directories this put created go, earlier ones stay."""
+    ds.put({"a": 1}, make_ref(visit=1, run="u/someone/run1"))
+
+    def full(fd: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError, match="No space left"):
+        ds.put({"a": 2}, make_ref(visit=2, run="u/someone/run2"))
+    monkeypatch.undo()
+    assert sorted(p.name for p in (ds.root / "u" / "someone").iterdir()) == ["run1"]
+    assert len(files_under(ds.root)) == 1
+
+
+def test_no_temporary_file_is_ever_visible(
+    ds: FileDatastore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While an artifact is being written, its directory holds no temporary name at all."""
+    seen: list[list[str]] = []
+    real_fsync = os.fsync
+
+    def watching_fsync(fd: int) -> None:
+        folder = ds.artifact_path(ref).parent
+        seen.append(sorted(os.listdir(folder)) if folder.is_dir() else [])
+        real_fsync(fd)
+
+    ref = make_ref()
+    monkeypatch.setattr(os, "fsync", watching_fsync)
+    ds.put({"a": 1}, ref)
+    monkeypatch.undo()
+    assert seen
+    assert all(listing in ([], [ds.artifact_path(ref).name]) for listing in seen)
+
+
+def _swap_for_symlink(directory: Path, moved: Path, target: Path) -> None:
+    """Replace ``directory`` by a symlink to ``target`` (the real one goes to ``moved``)."""
+    directory.rename(moved)
+    directory.symlink_to(target)
+
+
+def test_a_directory_swapped_after_the_check_is_never_written_through(
+    ds: FileDatastore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run directory swapped for a symlink out of the root mid-put: nothing lands outside."""
+    ds.put({"a": 1}, make_ref(visit=1, run="run"))
+    outside = tmp_path / "outside"
+    (outside / "calexp").mkdir(parents=True)  # what the put would write into
+    real_open = os.open
+    swapped: list[bool] = []
+
+    def swapping_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if not swapped:  # the first open of the put: after its checks, before its write
+            swapped.append(True)
+            _swap_for_symlink(ds.root / "run", tmp_path / "moved", outside)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", swapping_open)
+    with pytest.raises(PathEscapeError, match="outside the datastore root"):
+        ds.put({"a": 2}, make_ref(visit=2, run="run"))
+    monkeypatch.undo()
+    assert swapped
+    assert files_under(outside) == []
+
+
+def test_a_directory_swapped_before_a_delete_never_deletes_outside(
+    ds: FileDatastore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """emptyTrash deletes through the directory it opened, never through a new symlink."""
+    ref = make_ref(run="run")
+    ds.put({"a": 1}, ref)
+    relative = ds.artifact_path(ref).relative_to(ds.root / "run")
+    outside = tmp_path / "outside"
+    (outside / relative).parent.mkdir(parents=True)
+    (outside / relative).write_text("precious")
+    ds.trash(ref)
+    real_unlink = os.unlink
+
+    def swapping_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if not (ds.root / "run").is_symlink():
+            _swap_for_symlink(ds.root / "run", tmp_path / "moved", outside)
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", swapping_unlink)
+    ds.emptyTrash()
+    monkeypatch.undo()
+    assert (outside / relative).read_text() == "precious"
+
+
+def test_symlinks_inside_the_root_are_still_followed(ds: FileDatastore) -> None:
+    """A run directory linked to another directory inside the root is written and read."""
+    (ds.root / "real").mkdir(parents=True)
+    (ds.root / "run").symlink_to(ds.root / "real")
+    ref = make_ref(run="run")
+    ds.put({"a": 1}, ref)
+    assert ds.get(ref) == {"a": 1}
+    assert ds.verify_record(ds.records_for(ref)[0]) is None
+    assert len(files_under(ds.root / "real")) == 1
+    ds.trash(ref)
+    ds.emptyTrash()
+    assert files_under(ds.root / "real") == []
+
+
+_READ_FIFO = """
+import os, sys
+from pathlib import Path
+from ledger import DatasetRef, DatasetType, FileDatastore
+dt = DatasetType(name="calexp", dimensions=("visit",), storage_class="StructuredDataDict")
+ref = DatasetRef(dataset_type=dt, data_id={"visit": 1}, run="run")
+ds = FileDatastore(Path(sys.argv[1]))
+record = ds.put({"a": 1}, ref)
+path = ds.artifact_path(ref)
+path.unlink()
+getattr(os, sys.argv[2])(path)
+print("verify:", ds.verify_record(record))
+print("exists:", ds.exists(ref))
+try:
+    ds.get(ref)
+except Exception as e:
+    print("get:", type(e).__name__, isinstance(e, OSError), e)
+"""
+
+
+@pytest.mark.parametrize(("make", "kind"), [("mkfifo", "a FIFO"), ("mkdir", "a directory")])
+def test_a_fifo_or_directory_artifact_is_refused_without_blocking(
+    tmp_path: Path, make: str, kind: str
+) -> None:
+    """get and verify_record refuse a non-regular file where an artifact was, never opening it."""
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_FIFO, str(tmp_path / "repo"), make],
+        capture_output=True,
+        text=True,
+        timeout=60,  # a FIFO opened for reading would wait here for a writer forever
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("verify: artifact")
+    assert f"is {kind}, not a regular file" in lines[0]
+    assert lines[1] == "exists: False"
+    assert lines[2].startswith("get: NotARegularFileError True ")
+    assert f"{kind} is where an artifact should be" in lines[2]

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..config import datastore_from_config
+from ..identity import check_datastore_identity, require_root
 from ..recovery import QuantumRecovery, RecoveryReport, adopt_orphans, recover, remove_orphans
 from ..store.ledger import Head, Ledger
 from ..store.verify import parse_heads
@@ -46,12 +47,16 @@ def _parse_heads(values: Iterable[str]) -> list[Head]:
     return heads
 
 
-def _artifact_problems(led: Ledger, config: str) -> tuple[int, list[str]]:
+def _artifact_problems(led: Ledger, config: str, check: bool) -> tuple[int, list[str]]:
     """Check every recorded output artifact against its record: (checked, problems)."""
     datastore = datastore_from_config(config)
     checked = 0
     problems: list[str] = []
+    if check:
+        require_root(datastore)
     for qid in led.quantum_ids():
+        if check and led.info(qid).datastore_name in (None, datastore.name):
+            check_datastore_identity(led, str(qid), datastore)
         provenance = led.replay(qid)
         for name in provenance.datastore_records:
             for records in provenance.record_data(name).records.values():
@@ -69,6 +74,13 @@ def _artifact_problems(led: Ledger, config: str) -> tuple[int, list[str]]:
     return checked, problems
 
 
+_NO_CHECK = click.option(
+    "--no-datastore-check",
+    is_flag=True,
+    help="Use the --datastore root even if it is not the datastore the ledger recorded.",
+)
+
+
 @click.command()
 @ledger_argument
 @click.option(
@@ -83,8 +95,15 @@ def _artifact_problems(led: Ledger, config: str) -> tuple[int, list[str]]:
     metavar="ROOT",
     help="Also check every recorded output artifact: present, recorded size and sha256.",
 )
+@_NO_CHECK
 @click.pass_context
-def verify(ctx: click.Context, ledger: str, heads: tuple[str, ...], datastore: str | None) -> None:
+def verify(
+    ctx: click.Context,
+    ledger: str,
+    heads: tuple[str, ...],
+    datastore: str | None,
+    no_datastore_check: bool,
+) -> None:
     """Verify hash chains, recorded heads and artifacts; exit 1 on any problem.
 
     Each problem is printed on one line, naming the quantum and quantum_seq.
@@ -99,7 +118,7 @@ def verify(ctx: click.Context, ledger: str, heads: tuple[str, ...], datastore: s
         problems = list(report.problems)
         checked = 0
         if datastore is not None and not problems:
-            checked, artifact_problems = _artifact_problems(led, datastore)
+            checked, artifact_problems = _artifact_problems(led, datastore, not no_datastore_check)
             problems += artifact_problems
         elif datastore is not None:
             problems.append("artifacts not checked: the ledger itself does not verify")
@@ -218,6 +237,7 @@ def _render_recovery(console: Console, report: RecoveryReport, ledger: str, root
 @click.option("--adopt", is_flag=True, help="Record verified orphans as puts (new events).")
 @click.option("--remove", is_flag=True, help="Delete orphans, each recorded as a prune first.")
 @click.option("--force", is_flag=True, help="Act even if the quantum may still be running.")
+@_NO_CHECK
 @click.option(
     "--json",
     "as_json",
@@ -233,6 +253,7 @@ def recover_command(
     adopt: bool,
     remove: bool,
     force: bool,
+    no_datastore_check: bool,
     as_json: bool,
 ) -> None:
     """Report failed and interrupted quanta: ending, outputs, orphans; exit 1 if any.
@@ -255,8 +276,8 @@ def recover_command(
     actions = []
     if adopt or remove:
         act = adopt_orphans if adopt else remove_orphans
-        actions = act(ledger, datastore, qid, force=force)
-    report = recover(ledger, datastore, quantum_id=qid)
+        actions = act(ledger, datastore, qid, force=force, check_datastore=not no_datastore_check)
+    report = recover(ledger, datastore, quantum_id=qid, check_datastore=not no_datastore_check)
     if as_json:
         if adopt or remove:
             data = report.model_dump(mode="json")

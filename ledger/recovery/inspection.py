@@ -13,9 +13,11 @@ from typing import Any
 
 from ..config import datastore_from_config
 from ..datastore import FileDatastore
-from ..errors import LedgerError
+from ..errors import LedgerError, NotARegularFileError, PathEscapeError
 from ..events import EventKind, EventRow, Outcome, parse_detail
+from ..identity import check_datastore_identity, require_root
 from ..model import DatasetRef
+from ..pathguard import file_kind
 from ..provenance import ProvenanceFold
 from ..quantum import Quantum
 from ..records import StoredFileInfo
@@ -54,15 +56,19 @@ def recover(
     datastore: DatastoreArg,
     *,
     quantum_id: uuid.UUID | str | None = None,
+    check_datastore: bool = True,
 ) -> RecoveryReport:
     """Report on every failed or interrupted quantum of ``ledger`` (or the one named).
 
     Read-only: the ledger's bytes and the datastore's files are left as they
     were. ``datastore`` is a `FileDatastore`, or a config as for the butler (a
     root directory, a mapping or a YAML file); its records are not used or
-    changed, artifacts are checked against the records in the ledger.
+    changed, artifacts are checked against the records in the ledger. Unless
+    ``check_datastore`` is false, a root that does not exist or is not the
+    datastore a quantum ran with is refused (see `ledger.identity`).
 
     Raises:
+        DatastoreMismatchError: the datastore root is missing or another one.
         LedgerNotFoundError, NotALedgerError, LedgerCorruptError, SchemaTooOldError,
         SchemaTooNewError: the ledger cannot be read.
         MalformedDetailError: an event needed here has a detail that is not JSON.
@@ -71,9 +77,12 @@ def recover(
     ds = scratch(datastore)
     with Ledger.open(ledger) as led, led.snapshot():
         problems = led.verify().problems
-        quanta = [
-            inspect_quantum(led, ds, qid, problems)[0] for qid in select_quanta(led, quantum_id)
-        ]
+        selected = select_quanta(led, quantum_id)
+        if check_datastore:
+            require_root(ds)
+            for qid in selected:
+                check_datastore_identity(led, qid, ds)
+        quanta = [inspect_quantum(led, ds, qid, problems)[0] for qid in selected]
     return RecoveryReport(
         ledger=os.fspath(ledger),
         datastore_root=str(ds.root),
@@ -319,16 +328,17 @@ def _orphan(
 ) -> OutputInfo | None:
     """The orphan at the output's path, if a file is there (it is read, never changed)."""
     try:
-        path = ds.artifact_path(ref)
-    except LedgerError as e:
+        found = ds.artifact_at(ref)
+    except PathEscapeError as e:
+        return OutputInfo(**base, state="missing", problem=f"{e}; left alone")
+    except NotARegularFileError:
+        what = _not_regular(ds, ref)
+        return OutputInfo(**base, state="missing", problem=what)
+    except (LedgerError, OSError) as e:
         return OutputInfo(**base, state="missing", problem=f"cannot look for an artifact: {e}")
-    if not path.is_file():
+    if found is None:
         return None
-    relative = path.relative_to(ds.root).as_posix()
-    if not _inside(ds, path):
-        escape = f"{relative} leads out of the datastore root {ds.root}; left alone"
-        return OutputInfo(**{**base, "path": relative}, state="missing", problem=escape)
-    data = path.read_bytes()
+    relative, data = found
     checksum = hashlib.sha256(data).hexdigest()
     reason: OrphanReason = "pruned_not_deleted" if removed == checksum else "unrecorded_write"
     problem = None
@@ -347,9 +357,15 @@ def _orphan(
     )
 
 
-def _inside(ds: FileDatastore, path: Path) -> bool:
-    root = os.path.realpath(ds.root)
-    return os.path.realpath(path).startswith(root + os.sep)
+def _not_regular(ds: FileDatastore, ref: DatasetRef) -> str:
+    """The problem of a FIFO (device, directory...) where an output's artifact goes."""
+    path = ds.artifact_path(ref)
+    relative = path.relative_to(ds.root).as_posix()
+    try:
+        kind = file_kind(os.lstat(path).st_mode)
+    except OSError:
+        kind = "something other than a regular file"
+    return f"{relative} is {kind}, not an artifact (a regular file); left alone"
 
 
 def process_state(host: str | None, pid: int | None) -> Process:

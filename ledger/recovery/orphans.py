@@ -10,6 +10,7 @@ from .._logging import get_logger
 from ..datastore import FileDatastore
 from ..errors import LedgerError, QuantumStillRunningError, TamperedError
 from ..events import EventKind, Outcome, canonical_json
+from ..identity import check_datastore_identity
 from ..model import DatasetRef
 from ..recording import orphan_removal_detail
 from ..store.ledger import Ledger
@@ -28,6 +29,7 @@ def adopt_orphans(
     quantum_id: uuid.UUID | str | None = None,
     *,
     force: bool = False,
+    check_datastore: bool = True,
 ) -> list[OrphanAction]:
     """Record each verified orphan as a ``put`` of its quantum, as if the put had finished.
 
@@ -43,9 +45,10 @@ def adopt_orphans(
         QuantumStillRunningError: an interrupted quantum's process may still be
             running (same host, pid alive) and ``force`` is false; nothing is written.
         TamperedError: the quantum's hash chain does not verify; nothing is written.
-        LedgerError: the datastore is not the one the quantum used.
+        LedgerError: the datastore is not the one the quantum used
+            (`DatastoreMismatchError`: see `recover`'s ``check_datastore``).
     """
-    return _act(ledger, datastore, quantum_id, force=force, adopt=True)
+    return _act(ledger, datastore, quantum_id, force=force, adopt=True, check=check_datastore)
 
 
 def remove_orphans(
@@ -54,6 +57,7 @@ def remove_orphans(
     quantum_id: uuid.UUID | str | None = None,
     *,
     force: bool = False,
+    check_datastore: bool = True,
 ) -> list[OrphanAction]:
     """Delete every orphan artifact, each recorded first as a ``prune`` of its quantum.
 
@@ -67,7 +71,7 @@ def remove_orphans(
     Raises:
         QuantumStillRunningError, TamperedError, LedgerError: as for `adopt_orphans`.
     """
-    return _act(ledger, datastore, quantum_id, force=force, adopt=False)
+    return _act(ledger, datastore, quantum_id, force=force, adopt=False, check=check_datastore)
 
 
 def _act(
@@ -77,12 +81,17 @@ def _act(
     *,
     force: bool,
     adopt: bool,
+    check: bool,
 ) -> list[OrphanAction]:
     ds = scratch(datastore)
     where = os.fspath(ledger)
     with Ledger.open(ledger) as led, led.snapshot():
         problems = led.verify().problems
-        plans = [inspect_quantum(led, ds, qid, problems) for qid in select_quanta(led, quantum_id)]
+        selected = select_quanta(led, quantum_id)
+        if check:
+            for qid in selected:
+                check_datastore_identity(led, qid, ds)
+        plans = [inspect_quantum(led, ds, qid, problems) for qid in selected]
     plans = [(rec, quantum) for rec, quantum in plans if rec.orphans]
     for rec, _ in plans:
         if rec.chain_problems:
@@ -147,13 +156,15 @@ def _remove_one(
     log: EventLog, ds: FileDatastore, rec: QuantumRecovery, ref: DatasetRef, orphan: OutputInfo
 ) -> OrphanAction:
     action = {"quantum_id": rec.quantum_id, "dataset_id": ref.id, "path": orphan.path}
-    path = ds.artifact_path(ref)
-    if not path.is_file():
+    try:
+        found = ds.artifact_at(ref)  # read again, through the guard: it may have changed
+    except (LedgerError, OSError) as e:
+        return OrphanAction(**action, action="skipped", reason=str(e))
+    if found is None:
         return OrphanAction(**action, action="skipped", reason="the file is gone already")
-    data = path.read_bytes()
-    relative = path.relative_to(ds.root).as_posix()
+    relative, data = found
     detail = orphan_removal_detail(relative, hashlib.sha256(data).hexdigest(), len(data))
     seq = _recorded(log, rec, EventKind.PRUNE, ref, detail)
-    path.unlink(missing_ok=True)
+    ds.remove_artifact(relative)
     _log.info("orphan_removed", quantum_id=str(rec.quantum_id), path=relative, quantum_seq=seq)
     return OrphanAction(**action, action="removed", quantum_seq=seq)
