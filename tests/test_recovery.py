@@ -20,6 +20,8 @@ from ledger import (
     FileDatastore,
     Ledger,
     LedgerError,
+    NotARegularFileError,
+    PathEscapeError,
     QuantumBackedButler,
     SchemaTooOldError,
 )
@@ -464,6 +466,81 @@ def test_resume_refuses_both_flags_and_another_datastore(tmp_path: Path) -> None
     with pytest.raises(LedgerError, match="same datastore"):
         QuantumBackedButler.resume({"root": str(fixture.root), "name": "elsewhere"}, path)
     assert _rows(path) == before
+
+
+# --- symlinks and FIFOs in the datastore ----------------------------------------------------
+
+
+def _link_output_folder_out(tmp_path: Path) -> tuple[QuantumFixture, Path, Path]:
+    """A failed quantum whose output run folder is a symlink out of the root, onto a file."""
+    fixture = make_quantum(tmp_path / "repo", n_inputs=1, n_outputs=1, output_run="out")
+    path = tmp_path / "q.ledger"
+    with (
+        contextlib.suppress(ZeroDivisionError),
+        QuantumBackedButler.initialize(fixture.root, fixture.quantum, ledger=path),
+    ):
+        raise ZeroDivisionError("boom")
+    relative = FileDatastore(fixture.root).artifact_path(fixture.outputs[0])
+    relative = relative.relative_to(fixture.root)
+    outside = tmp_path / "outside"
+    victim = outside.joinpath(*relative.parts[1:])
+    victim.parent.mkdir(parents=True)
+    victim.write_text("precious, not the datastore's")
+    (fixture.root / relative.parts[0]).symlink_to(outside)
+    return fixture, path, victim
+
+
+def test_resume_clobber_never_deletes_through_a_symlink_out_of_the_root(tmp_path: Path) -> None:
+    """An output folder linked out of the root: clobber refuses, deletes and records nothing."""
+    fixture, path, victim = _link_output_folder_out(tmp_path)
+    (q,) = recover(path, fixture.root).quanta
+    assert "left alone" in (q.outputs_missing[0].problem or "")  # recover refuses the path
+    before = _rows(path)
+    with pytest.raises(PathEscapeError, match="outside the datastore root"):
+        QuantumBackedButler.resume(fixture.root, path, clobber=True)
+    assert victim.read_text() == "precious, not the datastore's"
+    assert _rows(path) == before
+    assert remove_orphans(path, fixture.root) == []
+    assert victim.exists()
+
+
+def test_resume_clobber_refuses_a_fifo_where_an_output_goes(tmp_path: Path) -> None:
+    """A FIFO at an output's path is not an orphan to delete: clobber refuses, records nothing."""
+    fixture, path = _failed(tmp_path, orphan=False)
+    os.mkfifo(FileDatastore(fixture.root).artifact_path(fixture.outputs[2]))
+    before = _rows(path)
+    with pytest.raises(NotARegularFileError, match="a FIFO is where an artifact should be"):
+        QuantumBackedButler.resume(fixture.root, path, clobber=True)
+    assert _rows(path) == before
+
+
+def test_a_fifo_in_place_of_an_artifact_is_a_problem_never_a_hang(tmp_path: Path) -> None:
+    """verify --datastore and recover name a FIFO where an artifact was, exit 1, never block."""
+    fixture, path = _failed(tmp_path)  # output 0 recorded, output 1 an orphan
+    datastore = FileDatastore(fixture.root)
+    for ref in fixture.outputs[:2]:
+        artifact = datastore.artifact_path(ref)
+        artifact.unlink()
+        os.mkfifo(artifact)
+    root = str(fixture.root)
+
+    def qledger(*args: str) -> subprocess.CompletedProcess[str]:
+        # A FIFO opened for reading waits for a writer: the timeout turns a hang into a failure.
+        return subprocess.run(
+            [sys.executable, "-m", "ledger", *args], capture_output=True, text=True, timeout=60
+        )
+
+    verified = qledger("verify", str(path), "--datastore", root)
+    assert verified.returncode == 1, verified.stderr
+    assert "is a FIFO, not a regular file" in verified.stdout
+    recovered = qledger("recover", str(path), "--datastore", root, "--json")
+    assert recovered.returncode == 1, recovered.stderr
+    (q,) = RecoveryReport.model_validate_json(recovered.stdout).quanta
+    assert [o.dataset_id for o in q.outputs_damaged] == [fixture.outputs[0].id]
+    assert "is a FIFO, not a regular file" in (q.outputs_damaged[0].problem or "")
+    assert q.orphans == []
+    fifo = [o for o in q.outputs_missing if o.dataset_id == fixture.outputs[1].id]
+    assert "is a FIFO, not an artifact" in (fifo[0].problem or "")
 
 
 # --- migration 0002 ---------------------------------------------------------------------------
