@@ -22,9 +22,9 @@ import json
 import uuid
 from typing import Any
 
-import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ._logging import get_logger
 from .datastore import FileDatastore
 from .errors import DatastoreMismatchError, PathEscapeError
 from .events import EventKind, parse_detail, utc_now
@@ -42,7 +42,7 @@ __all__ = [
     "started_detail",
 ]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 #: The identity file's name, at the top of a datastore root.
 IDENTITY_FILE = ".qledger-datastore"
