@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ._logging import get_logger
 from .datastore import FileDatastore
 from .errors import DatastoreMismatchError, PathEscapeError
-from .events import EventKind, parse_detail, utc_now
+from .events import EventKind, utc_now
 from .records import check_relative_path
 from .store.ledger import Ledger
 
@@ -123,18 +123,15 @@ def started_detail(datastore: FileDatastore, identity: DatastoreIdentity) -> dic
 
 
 def recorded_identity(led: Ledger, quantum_id: str) -> dict[str, Any] | None:
-    """The datastore identity the quantum's latest attempt recorded, if any attempt did."""
-    rows = list(
-        led.rows(
-            "SELECT quantum_seq, detail FROM events WHERE quantum_id = ? AND kind = ? "
-            "ORDER BY quantum_seq",
-            [quantum_id, EventKind.QUANTUM_STARTED.value],
-        )
-    )
+    """The datastore identity the quantum's latest attempt recorded, if any attempt did.
+
+    Raises:
+        MalformedDetailError: a ``quantum_started`` row breaks the ledger's rules
+            (rows are checked as every reader checks them).
+    """
     found: dict[str, Any] | None = None
-    for seq, text in rows:
-        where = f"{led.target}: quantum {quantum_id} quantum_seq {seq}"
-        value = (parse_detail(text, where=where) or {}).get("datastore_identity")
+    for event in led.events(quantum_id, kind=EventKind.QUANTUM_STARTED.value):
+        value = (event.detail or {}).get("datastore_identity")
         if isinstance(value, dict) and isinstance(value.get("id"), str):
             found = value
     return found
