@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import structlog
 from click.testing import CliRunner, Result
+from docs_text import blocks
+from docs_text import section as section_text
 
 from ledger import FileDatastore, Head, Ledger, QuantumBackedButler, QuantumProvenanceData
 from ledger._logging import get_logger
@@ -822,7 +824,6 @@ def test_commands_read_a_ledger_on_postgresql(tmp_path: Path, postgres_url: str)
 
 # --- the README's sessions ------------------------------------------------------------------
 
-README = REPO_ROOT / "README.md"
 #: What changes from run to run, replaced before comparing a session with the README.
 _VOLATILE = [
     (re.compile(r'File "[^"]+", line \d+'), 'File "<file>", line <n>'),
@@ -849,11 +850,7 @@ def _normalized(text: str) -> list[str]:
 
 def _sessions(section: str) -> list[str]:
     """The console blocks of a README section that start from the demo."""
-    text = README.read_text()
-    match = re.search(rf"<!-- section:{section} -->(.*?)<!-- /section:{section} -->", text, re.S)
-    assert match, section
-    blocks = re.findall(r"```console\n(.*?)```", match.group(1), flags=re.S)
-    return [b for b in blocks if b.startswith("$ qledger demo")]
+    return [b for b in blocks("console", section_text(section)) if b.startswith("$ qledger demo")]
 
 
 def _run_session(block: str, tmp_path: Path) -> None:

@@ -9,12 +9,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from docs_text import blocks, section
 
 from ledger import QuantumBackedButler
 from ledger.central.ingest import ingest
 from ledger.testing import make_quantum
-
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 #: A quantum that leaves predicted inputs unchecked (a warning), then an ingest (info lines).
 _NOISY = textwrap.dedent(
@@ -32,9 +31,7 @@ _NOISY = textwrap.dedent(
 
 def test_library_prints_nothing_on_stdout_or_stderr(tmp_path: Path) -> None:
     """The README's butler example, unchecked inputs and an ingest print no log line."""
-    text = README.read_text()
-    example = text.split("<!-- section:butler -->")[1].split("<!-- /section:butler -->")[0]
-    example = example.split("```python\n")[1].split("```")[0]
+    example = blocks("python", section("butler"))[0]
     script = "\n".join(
         [
             example,

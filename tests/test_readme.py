@@ -1,29 +1,21 @@
-"""Docs that cannot go stale: the README's Python examples run and its SQL queries execute."""
+"""Docs that cannot go stale: the butler, replay, SQL and central examples answer as stated."""
 
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 from pathlib import Path
 
 import pytest
+from docs_text import blocks
+from docs_text import section as docs_section
 
 from ledger import Ledger, QuantumBackedButler
 from ledger.testing import make_quantum
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 
-
-def _blocks(language: str, section: str | None = None) -> list[str]:
-    text = README.read_text()
-    if section is not None:
-        match = re.search(
-            rf"<!-- section:{section} -->(.*?)<!-- /section:{section} -->", text, flags=re.S
-        )
-        assert match, f"README has no section {section}"
-        text = match.group(1)
-    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+def _blocks(language: str, section: str) -> list[str]:
+    return blocks(language, docs_section(section))
 
 
 @pytest.mark.parametrize("section", ["butler"])

@@ -69,8 +69,9 @@ def recover(
 
     Raises:
         DatastoreMismatchError: the datastore root is missing or another one.
-        LedgerNotFoundError, NotALedgerError, LedgerCorruptError, SchemaTooOldError,
-        SchemaTooNewError: the ledger cannot be read.
+        LedgerError: the ledger cannot be read (`LedgerNotFoundError`,
+            `NotALedgerError`, `LedgerCorruptError`, `SchemaTooOldError`,
+            `SchemaTooNewError`).
         MalformedDetailError: an event needed here has a detail that is not JSON.
         UnknownQuantumError: ``quantum_id`` is not in the ledger.
     """
