@@ -1,6 +1,6 @@
 """``qledger demo``: a small pipeline with a failure and a killed quantum, recovered and retried.
 
-Three tasks (isr -> calibrate -> coadd), twenty quanta, real files in a
+Three tasks (isr -> calibrate -> coadd), eighteen quanta, real files in a
 `FileDatastore` and one ledger file per quantum, as an executor would run
 them. One calibrate quantum fails with an exception; another runs in a child
 process that is killed with SIGKILL right after its first output reached the

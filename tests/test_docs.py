@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -11,11 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from docs_text import ROOT, blocks, doc_files
+from click.testing import CliRunner
+from docs_text import ROOT, blocks, doc_files, section
 from test_cli import _run_session
 
 from ledger import Ledger
 from ledger.central import collect_and_transfer, ingest
+from ledger.cli import main
 from ledger.testing import run_pipeline
 
 #: The fence languages the pages may use. Examples (python, sql, console) are run
@@ -34,8 +37,6 @@ def _with(language: str) -> list[Path]:
 
 def test_pages_use_only_known_fences() -> None:
     """Every fenced block names a language the tests know how to treat."""
-    import re
-
     for path in doc_files():
         for language in re.findall(r"^```(\S*)$", path.read_text(), flags=re.M):
             if language:
@@ -105,3 +106,11 @@ def test_site_builds_strict(tmp_path: Path) -> None:
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_demo_size_is_what_the_docs_say(tmp_path: Path) -> None:
+    """The number of quanta the demo runs is the number the command-line reference states."""
+    result = CliRunner().invoke(main, ["demo", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    (ran,) = re.findall(r"ran (\d+) quanta", result.output)
+    assert f"{ran}-quantum pipeline" in section("cli")

@@ -48,7 +48,7 @@ def test_sql_examples_execute_and_answer(tmp_path: Path) -> None:
         pass
     with Ledger.open(path) as led:
         qid = str(led.quantum_ids()[0])
-    queries = _blocks("sql", "schema")
+    queries = _blocks("sql", "sql")
     assert len(queries) >= 5
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     params = {"quantum_id": qid, "dataset_id": str(fixture.outputs[0].id)}
