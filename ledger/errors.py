@@ -26,6 +26,7 @@ __all__ = [
     "LedgerNotFoundError",
     "LedgerReadOnlyError",
     "LedgerUnavailableError",
+    "LedgerUrlError",
     "MalformedDetailError",
     "MalformedRowError",
     "MissingDependencyError",
@@ -58,7 +59,15 @@ class LedgerNotFoundError(LedgerError, FileNotFoundError):
 
 
 class LedgerUnavailableError(LedgerError):
-    """The ledger's database server cannot be reached (refused, down, wrong address)."""
+    """The ledger's database server cannot be reached, or the connection to it was lost.
+
+    Refused, down, a wrong address, no answer within the connect timeout, or a
+    session ended by the server mid-command (restarted, ``pg_terminate_backend``).
+    """
+
+
+class LedgerUrlError(LedgerError, ValueError):
+    """A ledger URL that cannot be used: malformed, an unknown database, or no driver."""
 
 
 class NotALedgerError(LedgerError):

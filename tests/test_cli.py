@@ -669,12 +669,13 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "Traceback (most recent call last)" in result.stderr
     assert "LedgerNotFoundError" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("qledger: error: no ledger at ")
 
 
 def test_an_unexpected_error_is_one_line_with_exit_3(
     work: Work, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A bug (an exception that is not a LedgerError) is one line, exit 3, no traceback."""
+    """A bug (an exception that is not a LedgerError) is one line, exit 3 (--debug too)."""
 
     def broken(*args: object) -> None:
         raise ZeroDivisionError("division by zero")
@@ -683,6 +684,9 @@ def test_an_unexpected_error_is_one_line_with_exit_3(
     message = assert_one_line_error(run("export", work.ok, "-f", "prov-json"), code=3)
     assert "ZeroDivisionError" in message
     assert "--debug" in message
+    debugged = run("--debug", "export", work.ok, "-f", "prov-json")
+    assert debugged.exit_code == 3
+    assert "Traceback" in debugged.stderr
 
 
 # --- read-only guarantees ------------------------------------------------------------------

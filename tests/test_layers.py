@@ -19,6 +19,7 @@ LAYERS: list[set[str]] = [
     {"config"},
     {"events"},
     {"provenance"},
+    {"store.connect"},
     {"store.schema"},
     {"store.validate"},
     {"store.migrate", "migrations"},

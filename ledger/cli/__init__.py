@@ -18,14 +18,14 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 import click
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError
 
 from .._logging import LOGGER_NAME
 from .._version import __version__
-from ..errors import LedgerError, LedgerNotFoundError, NotALedgerError
+from ..errors import LedgerError, LedgerNotFoundError, LedgerUnavailableError, NotALedgerError
 from ..export import export_jsonl, export_prov
-from ..store import migrate
+from ..store import connect, migrate
 from ..store.ledger import Ledger
 from ..store.log import is_sqlite_target, sqlite_path
 from ._campaign import report_command, watch_command
@@ -76,14 +76,18 @@ class _Group(click.Group):
             raise
         except (LedgerError, OSError) as e:
             raise _shown(ctx, Failure(str(e) or type(e).__name__)) from e
+        except DBAPIError as e:
+            # A session the server ended, or a server gone: the environment, not a bug.
+            lost = migrate.translate_db_error(e, "the database server")
+            if connect.connection_lost(e) or isinstance(lost, LedgerUnavailableError):
+                raise _shown(ctx, Failure(str(lost))) from e
+            raise _shown(ctx, _bug(e)) from e
         except Exception as e:
-            raise _shown(
-                ctx,
-                Bug(
-                    f"unexpected {type(e).__name__}: {e} "
-                    "(a bug; rerun with --debug for the traceback)"
-                ),
-            ) from e
+            raise _shown(ctx, _bug(e)) from e
+
+
+def _bug(e: Exception) -> Bug:
+    return Bug(f"unexpected {type(e).__name__}: {e} (a bug; rerun with --debug for the traceback)")
 
 
 def _shown(ctx: click.Context, failure: Failure) -> Failure:
@@ -162,29 +166,31 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 
 def _upgrade(target: str) -> tuple[str, str]:
     """Upgrade a ledger's schema with the shipped migrations: (revision before, after)."""
-    url = target
+    engine: Engine
     if is_sqlite_target(target):
         path = sqlite_path(target)
         if path == ":memory:" or not os.path.isfile(path):
             raise LedgerNotFoundError(f"no ledger at {path}")
-        url = "sqlite:///" + os.path.abspath(path)
-    engine = create_engine(url)
+        engine = create_engine("sqlite:///" + os.path.abspath(path))
+    else:
+        engine = connect.server_engine(target)
+    where = connect.display_target(target)
     try:
         with engine.begin() as conn:
             before = migrate.current_revision(conn)
             if before is None:
                 raise NotALedgerError(
-                    f"{target} is a database but not a ledger (no quantum-ledger schema in it); "
+                    f"{where} is a database but not a ledger (no quantum-ledger schema in it); "
                     "upgrade only upgrades ledgers"
                 )
             if before == migrate.HEAD_REVISION:
                 return before, before
             if before not in migrate.known_revisions():
-                migrate.check_schema(conn, target)  # raises SchemaTooNewError
+                migrate.check_schema(conn, where)  # raises SchemaTooNewError
             migrate.upgrade(conn)
             after = migrate.current_revision(conn) or ""
     except DBAPIError as e:
-        raise migrate.translate_db_error(e, target) from e
+        raise migrate.translate_db_error(e, where) from e
     finally:
         engine.dispose()
     return before, after
@@ -202,10 +208,11 @@ def upgrade(ledger: str) -> None:
         qledger upgrade old.ledger
     """
     before, after = _upgrade(ledger)
+    where = connect.display_target(ledger)
     if before == after:
-        click.echo(f"{ledger} is at schema {after} already; nothing to do")
+        click.echo(f"{where} is at schema {after} already; nothing to do")
     else:
-        click.echo(f"upgraded {ledger} from schema {before} to {after}")
+        click.echo(f"upgraded {where} from schema {before} to {after}")
 
 
 # --- export -----------------------------------------------------------------------------

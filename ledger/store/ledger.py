@@ -37,7 +37,7 @@ from ..model import DatasetRef, DatasetType
 from ..provenance import ProvenanceFold, QuantumProvenanceData
 from ..quantum import Quantum
 from ..records import DatastoreRecordData, StoredFileInfo
-from . import migrate
+from . import connect, migrate
 from .log import is_sqlite_target, sqlite_path, translate_sqlite_error
 from .validate import (
     QUANTA_COLUMNS,
@@ -150,7 +150,7 @@ class Ledger:
             engine = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
             ledger = cls(path, engine=engine, raw=raw)
         else:
-            ledger = cls(where, engine=create_engine(where), raw=None)
+            ledger = cls(where, engine=connect.server_engine(where), raw=None)
         try:
             with ledger._engine.connect() as conn:
                 migrate.check_schema(conn, ledger.where)
@@ -240,22 +240,27 @@ class Ledger:
         bound = sql
         for name in names:
             bound = bound.replace("?", f":{name}", 1)
-        if self._held is not None:
-            result = self._held.execution_options(stream_results=True, yield_per=10_000).execute(
-                text(bound), dict(zip(names, params, strict=True))
-            )
-            try:
+        try:
+            if self._held is not None:
+                result = self._held.execution_options(
+                    stream_results=True, yield_per=10_000
+                ).execute(text(bound), dict(zip(names, params, strict=True)))
+                try:
+                    for row in result:
+                        yield tuple(row)
+                finally:
+                    result.close()
+                return
+            with self._engine.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=10_000).execute(
+                    text(bound), dict(zip(names, params, strict=True))
+                )
                 for row in result:
                     yield tuple(row)
-            finally:
-                result.close()
-            return
-        with self._engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=10_000).execute(
-                text(bound), dict(zip(names, params, strict=True))
-            )
-            for row in result:
-                yield tuple(row)
+        except DBAPIError as e:
+            if not connect.connection_lost(e):
+                raise  # a query of ours the server refused: a bug, not the environment
+            raise migrate.translate_db_error(e, self.where) from e
 
     @property
     def dialect(self) -> str:

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import Connection, Engine, create_engine, insert, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, insert, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
@@ -36,7 +36,7 @@ from ..errors import (
     LedgerNotFoundError,
 )
 from ..events import EVENT_COLUMNS, chain_hash, clean_text, utc_now
-from . import migrate
+from . import connect, migrate
 from .schema import events, ledger_info
 
 __all__ = [
@@ -467,9 +467,9 @@ def server_engine(url: str) -> Engine:
     see what the previous holder committed, which a REPEATABLE READ snapshot
     taken before the wait would hide.
     """
-    if make_url(url).get_backend_name() == "postgresql":
-        return create_engine(url, isolation_level="READ COMMITTED")
-    return create_engine(url)
+    if connect.server_url(url).get_backend_name() == "postgresql":
+        return connect.server_engine(url, isolation_level="READ COMMITTED")
+    return connect.server_engine(url)
 
 
 def ensure_schema(

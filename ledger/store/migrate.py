@@ -17,8 +17,7 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import DBAPIError
 
 from ..errors import (
     LedgerBusyError,
@@ -31,6 +30,7 @@ from ..errors import (
     SchemaTooNewError,
     SchemaTooOldError,
 )
+from .connect import connection_lost, display_target
 from .schema import metadata
 
 __all__ = [
@@ -120,16 +120,6 @@ def _stamp_info(conn: Connection) -> None:
         )
 
 
-def display_target(target: str) -> str:
-    """A ledger target for messages: a URL with its password hidden, or the path."""
-    if "://" not in target:
-        return target
-    try:
-        return make_url(target).render_as_string(hide_password=True)
-    except ArgumentError:
-        return target
-
-
 def upgrade(target: Connection | Engine, revision: str = "head") -> None:
     """Upgrade a database (empty or older) to ``revision``."""
     _run(target, revision, up=True)
@@ -156,6 +146,13 @@ def translate_db_error(e: BaseException, where: str) -> LedgerError:
     """Map a driver error (raw or wrapped by SQLAlchemy) to the library's errors."""
     original = e.orig if isinstance(e, DBAPIError) else e
     message = str(original)
+    if connection_lost(e) and not message.lower().startswith("connection "):
+        # Not a connection that failed to open ("connection failed: ...",
+        # "connection timeout expired"): one that was open and is gone.
+        return LedgerUnavailableError(
+            f"lost the connection to {where} ({one_line(message)}): the server ended the "
+            "session (restarted, or the backend was terminated); run the command again"
+        )
     # SQLite's SQLITE_FULL; PostgreSQL's disk_full (53100, "No space left on device").
     if "database or disk is full" in message or "No space left on device" in message:
         return LedgerDiskFullError(
