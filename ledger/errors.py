@@ -38,6 +38,9 @@ __all__ = [
     "OverwriteRefusedError",
     "PathEscapeError",
     "QuantumStillRunningError",
+    "QueryError",
+    "QueryRefusedError",
+    "QueryTimeoutError",
     "SchemaTooNewError",
     "SchemaTooOldError",
     "StorageClassError",
@@ -121,6 +124,18 @@ class UnknownQuantumError(LedgerError, LookupError):
 
 class IngestConflictError(LedgerError):
     """Two sources disagree on the same ``(quantum_id, quantum_seq)``."""
+
+
+class QueryError(LedgerError):
+    """A query given to ``qledger sql`` does not parse or fails (an unknown table, ...)."""
+
+
+class QueryRefusedError(QueryError):
+    """A query that could write, leave its read-only session, or call an unsafe function."""
+
+
+class QueryTimeoutError(QueryError):
+    """A query ran longer than its timeout and was stopped."""
 
 
 class QuantumStillRunningError(LedgerError):

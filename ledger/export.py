@@ -58,7 +58,7 @@ def jsonl_records(ledger: Ledger) -> Iterator[dict[str, Any]]:
         "record": "ledger",
         "format": JSONL_FORMAT,
         "format_version": _JSONL_VERSION,
-        "source": ledger.target,
+        "source": ledger.where,  # a URL's password hidden
         "info": info,
     }
     for row in ledger.rows(_select(_QUANTA_COLUMNS, "quanta", "created_at, quantum_id")):

@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"store.log"},
     {"store.verify"},
     {"store.ledger"},
+    {"store.query"},
     {"identity"},
     {"recording"},
     {"butler"},

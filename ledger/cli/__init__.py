@@ -32,6 +32,7 @@ from ._campaign import report_command, watch_command
 from ._central import ingest_command, lineage_command
 from ._checks import recover_command, verify
 from ._common import (
+    EXIT_INTERRUPTED,
     EXIT_OK,
     Bug,
     Failure,
@@ -74,6 +75,11 @@ class _Group(click.Group):
             raise _shown(ctx, e) from None
         except click.ClickException:
             raise
+        except KeyboardInterrupt:
+            # Ctrl-C: the shell's code for SIGINT, not click's "Aborted!" with code 1
+            # (which here means that a check found a problem).
+            click.echo("qledger: interrupted", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         except (LedgerError, OSError) as e:
             raise _shown(ctx, Failure(str(e) or type(e).__name__)) from e
         except DBAPIError as e:

@@ -15,6 +15,7 @@ from rich.text import Text
 from ..config import datastore_from_config
 from ..identity import check_datastore_identity, require_root
 from ..recovery import QuantumRecovery, RecoveryReport, adopt_orphans, recover, remove_orphans
+from ..store.connect import display_target
 from ..store.ledger import Head, Ledger
 from ..store.verify import parse_heads
 from ._common import (
@@ -125,7 +126,8 @@ def verify(
     for problem in problems:
         click.echo(problem)
     if problems:
-        click.echo(f"{ledger}: {len(problems)} problem{'s' * (len(problems) != 1)}", err=True)
+        count = f"{len(problems)} problem{'s' * (len(problems) != 1)}"
+        click.echo(f"{display_target(ledger)}: {count}", err=True)
         ctx.exit(EXIT_PROBLEM)
     what = f"{report.quanta} quant{'um' if report.quanta == 1 else 'a'}, {report.events} events"
     extra = f", {len(parsed)} head{'s' * (len(parsed) != 1)}" if parsed else ""
@@ -135,7 +137,7 @@ def verify(
         if datastore is not None
         else ""
     )
-    click.echo(f"ok: {ledger}: {what}{extra} verify{artifacts}")
+    click.echo(f"ok: {display_target(ledger)}: {what}{extra} verify{artifacts}")
 
 
 # --- recover ----------------------------------------------------------------------------
@@ -296,6 +298,6 @@ def recover_command(
             )
         if (adopt or remove) and not actions:
             console.print("no orphans to act on")
-        _render_recovery(console, report, ledger, datastore)
+        _render_recovery(console, report, display_target(ledger), datastore)
     if not report.ok:
         ctx.exit(EXIT_PROBLEM)

@@ -31,6 +31,8 @@ EXIT_PROBLEM = 1
 EXIT_BAD_INPUT = 2
 #: Exit code for an unexpected error: a bug.
 EXIT_BUG = 3
+#: Exit code after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "interrupted": "yellow"}
 
@@ -231,9 +233,9 @@ def resolve_id(led: Ledger, value: str | None, table: str, column: str, what: st
         )
     ]
     if not found:
-        raise Failure(f"{led.target} holds no {what} whose id starts with {prefix}")
+        raise Failure(f"{led.where} holds no {what} whose id starts with {prefix}")
     if len(found) > 1:
-        raise Failure(f"{what} id prefix {prefix} is ambiguous in {led.target}: give more of it")
+        raise Failure(f"{what} id prefix {prefix} is ambiguous in {led.where}: give more of it")
     return str(found[0])
 
 

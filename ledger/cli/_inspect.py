@@ -53,7 +53,7 @@ def _status_rows(led: Ledger) -> list[dict[str, Any]]:
     for row in rows:
         host, pid = latest.get(str(row["quantum_id"]), (None, None))
         row["quantum_id"] = str(row["quantum_id"])
-        row["ledger"] = led.target
+        row["ledger"] = led.where
         row["host"], row["pid"] = host, pid
         row["process"] = process_state(host, pid) if row["status"] == "interrupted" else None
         if isinstance(row.get("caveats"), str):

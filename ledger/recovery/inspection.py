@@ -21,6 +21,7 @@ from ..pathguard import file_kind
 from ..provenance import ProvenanceFold
 from ..quantum import Quantum
 from ..records import StoredFileInfo
+from ..store.connect import display_target
 from ..store.ledger import Ledger
 from ..store.validate import check_event
 from .report import (
@@ -85,7 +86,7 @@ def recover(
                 check_datastore_identity(led, qid, ds)
         quanta = [inspect_quantum(led, ds, qid, problems)[0] for qid in selected]
     return RecoveryReport(
-        ledger=os.fspath(ledger),
+        ledger=display_target(ledger),
         datastore_root=str(ds.root),
         datastore_name=ds.name,
         quanta=quanta,
@@ -122,7 +123,7 @@ def inspect_quantum(
     """What recovery knows about one quantum (``problems``: `Ledger.verify`'s), and the quantum."""
     info = led.info(qid)
     quantum = led.quantum(qid)
-    history = _History(led.target, qid, *led.predicted(qid))
+    history = _History(led.where, qid, *led.predicted(qid))
     rows = led.rows(
         "SELECT " + ", ".join(EventRow._fields) + " FROM events WHERE quantum_id = ? "
         "ORDER BY quantum_seq",
