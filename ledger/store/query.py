@@ -52,8 +52,8 @@ __all__ = [
 DEFAULT_QUERY_TIMEOUT_S = 60.0
 
 _READ_ONLY_HELP = (
-    "qledger sql runs one statement that only reads (SELECT, WITH ... SELECT, VALUES, "
-    "TABLE, EXPLAIN; PRAGMA table_info ... on SQLite; SHOW on PostgreSQL)"
+    "qledger sql runs one read-only statement (SELECT, WITH, VALUES, TABLE, EXPLAIN; "
+    "PRAGMA table_info on SQLite, SHOW on PostgreSQL)"
 )
 
 # --- SQLite -------------------------------------------------------------------------------
@@ -309,6 +309,12 @@ def _names(nodes: Any) -> list[str]:
     return [str(getattr(n, "sval", n)) for n in nodes or ()]
 
 
+def _statement(node_name: str) -> str:
+    """A parser node's statement as people name it: ``DeleteStmt`` -> ``a DELETE``."""
+    words = re.findall(r"[A-Z][a-z]*", node_name.removesuffix("Stmt"))
+    return "a " + " ".join(words).upper()
+
+
 def check_postgres_query(query: str) -> None:
     """Refuse a PostgreSQL query that is not one statement that only reads.
 
@@ -331,14 +337,14 @@ def check_postgres_query(query: str) -> None:
     top = statements[0].stmt
     kind = type(top).__name__
     if kind not in _TOP_STATEMENTS:
-        raise QueryRefusedError(f"{_READ_ONLY_HELP}; refused: a {kind.removesuffix('Stmt')}")
+        raise QueryRefusedError(f"{_READ_ONLY_HELP}; refused: {_statement(kind)}")
     if kind == "ExplainStmt" and type(top.query).__name__ != "SelectStmt":
         raise QueryRefusedError(f"{_READ_ONLY_HELP}; refused: EXPLAIN of a statement that writes")
     for node in _walk(top, pglast.ast.Node):
         name = type(node).__name__
         if name.endswith("Stmt") and name not in ("SelectStmt", "ExplainStmt", kind):
             raise QueryRefusedError(
-                f"{_READ_ONLY_HELP}; refused: a {name.removesuffix('Stmt')} inside the query"
+                f"{_READ_ONLY_HELP}; refused: {_statement(name)} inside the query"
             )
         if name == "IntoClause":
             raise QueryRefusedError(f"{_READ_ONLY_HELP}; refused: SELECT ... INTO writes a table")
