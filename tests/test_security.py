@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from docs_text import blocks, section
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError
 
@@ -688,24 +688,20 @@ def test_a_session_terminated_mid_query_is_exit_2(tmp_path: Path, postgres_url: 
     assert line.startswith("qledger: error: lost the connection to "), line
 
 
-# --- the README's read-only role -------------------------------------------------------------
-
-README = Path(__file__).resolve().parent.parent / "README.md"
+# --- the documented read-only role -------------------------------------------------------------
 
 
 def _security_sql() -> str:
-    """The SQL block of the README's Security section."""
-    section = README.read_text().split("<!-- section:security -->")[1]
-    section = section.split("<!-- /section:security -->")[0]
-    (block,) = re.findall(r"```sql\n(.*?)```", section, flags=re.S)
+    """The PostgreSQL block of the documentation's security section (the threat model)."""
+    (block,) = blocks("postgresql", section("security"))
     return block
 
 
 @pytest.mark.postgres
-def test_the_readme_read_only_role_reads_and_cannot_write(
+def test_the_documented_read_only_role_reads_and_cannot_write(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    """The README's role runs qledger sql and show, directly or via --role, and cannot write."""
+    """The documented role runs qledger sql and show, directly or via --role, and cannot write."""
     fixture = make_quantum(tmp_path / "repo", n_inputs=1, n_outputs=1)
     write_quantum(fixture, postgres_url)
     database = make_url(postgres_url).database

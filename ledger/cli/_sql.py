@@ -52,7 +52,7 @@ def _json_value(value: Any) -> Any:
     envvar="QLEDGER_SQL_ROLE",
     metavar="NAME",
     help="PostgreSQL: run the query as this role (e.g. a read-only one; "
-    "README, Security). Also $QLEDGER_SQL_ROLE.",
+    "docs: threat model). Also $QLEDGER_SQL_ROLE.",
 )
 def sql(
     ledger: str,

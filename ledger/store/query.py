@@ -16,7 +16,7 @@ server's catalogs (``pg_*``). The checked text is then sent, byte for byte, as a
 prepared statement (the extended protocol refuses a second statement) in a
 ``READ ONLY`` transaction of a session whose ``default_transaction_read_only``
 is on, with a ``statement_timeout``; psycopg cancels the query on Ctrl-C. None of
-that replaces a role that cannot write: the README's Security section says how
+that replaces a role that cannot write: the threat model (docs) says how
 to give inspection its own read-only role, and ``role=`` runs the query as it.
 """
 
@@ -519,7 +519,7 @@ def read_only_query(
         params: values of the placeholders (bound as text).
         timeout: seconds before the query is stopped; None or 0 for no limit.
         role: PostgreSQL only: run the query as this role (``SET ROLE``), e.g.
-            the read-only role of the README's Security section.
+            the read-only role of the threat model (docs).
 
     Raises:
         QueryRefusedError: the query could write or leave its read-only session.
