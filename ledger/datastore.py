@@ -385,8 +385,8 @@ class FileDatastore:
         existing = self._find(ref, self._records)
         if existing is not None and existing.path != relative and self.guard.lexists(existing.path):
             raise self._exists_error(ref, existing.path)
-        if self.guard.lexists(relative):
-            raise self._exists_error(ref, relative)
+        # One walk checks that the name is free and writes; the link refuses a
+        # name that another process took in between.
         if not self.guard.write_new(relative, data, fsync=self.fsync):
             raise self._exists_error(ref, relative)
         return self._record(ref, storage_class, relative, data)

@@ -313,6 +313,8 @@ class PathGuard:
                     dir_fd,
                     name,
                 ):
+                    if self._entry(dir_fd, name) is not None:
+                        return False  # nothing written (the link below refuses it anyway)
                     return self._link_new(dir_fd, name, data, fsync)
             except BaseException as e:
                 self._undo(created, made_root)

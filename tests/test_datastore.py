@@ -330,7 +330,7 @@ def test_lost_race_keeps_winner(ds: FileDatastore, monkeypatch: pytest.MonkeyPat
     ds.put({"winner": 1}, ref)
     before = ds.artifact_path(ref).read_bytes()
     ds.forget([ref])
-    monkeypatch.setattr(PathGuard, "lexists", lambda self, relative: False)
+    monkeypatch.setattr(PathGuard, "_entry", lambda self, dir_fd, name: None)
     with pytest.raises(DatasetExistsError):
         ds.put({"loser": 2}, ref)
     monkeypatch.undo()
