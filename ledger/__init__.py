@@ -31,6 +31,7 @@ from .errors import (
     OutOfRangeError,
     OverwriteRefusedError,
     PathEscapeError,
+    QuantumStillRunningError,
     SchemaTooNewError,
     SchemaTooOldError,
     StorageClassError,
@@ -44,6 +45,7 @@ from .provenance import QuantumProvenanceData
 from .quantum import Quantum
 from .records import DatastoreRecordData, SerializedDatastoreRecordData, StoredFileInfo
 from .storage import StorageClass
+from .store.lease import LeasePolicy
 from .store.ledger import Head, Ledger, VerifyReport
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "Head",
     "IngestConflictError",
     "InvalidHeadError",
+    "LeasePolicy",
     "Ledger",
     "LedgerBusyError",
     "LedgerCorruptError",
@@ -84,6 +87,7 @@ __all__ = [
     "Quantum",
     "QuantumBackedButler",
     "QuantumProvenanceData",
+    "QuantumStillRunningError",
     "SchemaTooNewError",
     "SchemaTooOldError",
     "SerializedDatastoreRecordData",

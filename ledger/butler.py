@@ -6,9 +6,11 @@ sets are never kept here, they are replayed from the ledger (SPEC §3).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
+import weakref
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -41,6 +43,7 @@ from .recording import (
     record_quantum_start,
     replay_quantum,
 )
+from .store.lease import LeaseHolder, LeasePolicy
 from .store.ledger import Ledger
 from .store.log import Durability, Entry, EventLog, PendingCall
 
@@ -105,6 +108,7 @@ class QuantumBackedButler:
         attempt: int,
         dataset_types: Mapping[str, DatasetType] | None = None,
         owns_log: bool = True,
+        lease: LeaseHolder | None = None,
     ) -> None:
         self.quantum = quantum
         self.datastore = datastore
@@ -122,6 +126,10 @@ class QuantumBackedButler:
         #: outputs of earlier attempts that `resume(skip_existing=True)` counts as done.
         self._skip_existing: dict[uuid.UUID, tuple[str, list[dict[str, Any]]]] = {}
         self._logger = _log.bind(quantum_id=self._qid, task=quantum.task_label, attempt=attempt)
+        self._lease = lease
+        if lease is not None:
+            # A butler dropped without close stops renewing: its lease then expires.
+            weakref.finalize(self, lease.stop)
 
     # --- construction -------------------------------------------------------
 
@@ -135,12 +143,22 @@ class QuantumBackedButler:
         durability: Durability = "normal",
         dataset_types: Mapping[str, DatasetType] | None = None,
         batch_size: int = 1000,
+        lease: LeasePolicy | None = None,
     ) -> QuantumBackedButler:
-        """Start recording ``quantum`` in ``ledger`` (created if missing)."""
+        """Start recording ``quantum`` in ``ledger`` (created if missing).
+
+        The quantum's lease is renewed while the butler is open (``lease``:
+        how often and for how long; `LeasePolicy` from the environment, else
+        every 30 s for 120 s), so other processes on any host know it runs.
+
+        Raises:
+            QuantumStillRunningError: the quantum is already in ``ledger`` and its
+                latest attempt is still running (see `resume`).
+        """
         datastore = datastore_from_config(config)
         log = EventLog(ledger, durability=durability, batch_size=batch_size)
         try:
-            return cls._start(quantum, datastore, log, dataset_types=dataset_types)
+            return cls._start(quantum, datastore, log, dataset_types=dataset_types, lease=lease)
         except BaseException:
             log.close()
             raise
@@ -159,6 +177,7 @@ class QuantumBackedButler:
         task_label: str = "unknown",
         data_id: Mapping[str, int | str] | None = None,
         batch_size: int = 1000,
+        lease: LeasePolicy | None = None,
     ) -> QuantumBackedButler:
         """Like `initialize`, from flat lists of refs instead of a `Quantum`."""
         inputs: dict[str, list[DatasetRef]] = {}
@@ -183,6 +202,7 @@ class QuantumBackedButler:
             durability=durability,
             dataset_types=dataset_types,
             batch_size=batch_size,
+            lease=lease,
         )
 
     @classmethod
@@ -198,6 +218,7 @@ class QuantumBackedButler:
         dataset_types: Mapping[str, DatasetType] | None = None,
         batch_size: int = 1000,
         check_datastore: bool = True,
+        lease: LeasePolicy | None = None,
     ) -> QuantumBackedButler:
         """Retry a quantum recorded in ``ledger``: its next attempt, in the same ledger.
 
@@ -220,8 +241,16 @@ class QuantumBackedButler:
                 quantum ran with (see `ledger.identity`); False to retry into
                 whatever root ``config`` names.
 
+        A new attempt starts only when the previous one ended (a terminal
+        event), was closed, or is known dead: its lease expired, or it ran on
+        this host and its process is gone. The check and the new
+        ``quantum_started`` are one transaction, so of two executors resuming
+        at once exactly one starts.
+
         Raises:
             ValueError: both ``skip_existing`` and ``clobber``.
+            QuantumStillRunningError: the previous attempt is still running
+                (its lease is fresh, on any host); nothing is written.
             LedgerNotFoundError, UnknownQuantumError: no such ledger or quantum.
             LedgerError: ``config`` names another datastore than the quantum used.
             DatastoreMismatchError: the root does not exist or is another
@@ -261,6 +290,7 @@ class QuantumBackedButler:
                 if not datastore.records_for(ref):
                     datastore.artifact_at(ref)
         log = EventLog(ledger, durability=durability, batch_size=batch_size, create=False)
+        butler: QuantumBackedButler | None = None
         try:
             butler = cls._start(
                 quantum,
@@ -269,12 +299,16 @@ class QuantumBackedButler:
                 dataset_types=dataset_types,
                 quantum_id=uuid.UUID(qid),
                 started={"resumed": True, "skip_existing": skip_existing, "clobber": clobber},
+                lease=lease,
             )
             butler._skip_existing = verified
             if clobber:
                 butler._clobber(fold)
         except BaseException:
-            log.close()
+            if butler is not None:
+                butler.close()  # releases the lease it took
+            else:
+                log.close()
             raise
         return butler
 
@@ -307,13 +341,14 @@ class QuantumBackedButler:
         dataset_types: Mapping[str, DatasetType] | None,
         quantum_id: uuid.UUID | None = None,
         started: Mapping[str, Any] | None = None,
+        lease: LeasePolicy | None = None,
     ) -> QuantumBackedButler:
         datastore.import_records(quantum.datastore_records)
         identity = ensure_identity(datastore)
         if identity is not None:
             started = {**(started or {}), **started_detail(datastore, identity)}
-        qid, attempt = record_quantum_start(
-            log, quantum, datastore.name, quantum_id=quantum_id, started=started
+        qid, attempt, holder = record_quantum_start(
+            log, quantum, datastore.name, quantum_id=quantum_id, started=started, lease=lease
         )
         return cls(
             quantum=quantum,
@@ -322,6 +357,7 @@ class QuantumBackedButler:
             quantum_id=qid,
             attempt=attempt,
             dataset_types=dataset_types,
+            lease=holder,
         )
 
     # --- recording ------------------------------------------------------------
@@ -584,9 +620,31 @@ class QuantumBackedButler:
         self.close()
 
     def close(self) -> None:
-        """Flush and release the ledger without recording an end (it reads as interrupted)."""
-        if self._owns_log:
-            self._log.close()
+        """Flush and release the ledger and the lease; without an end it reads as interrupted.
+
+        A quantum closed without an end released its lease: it is ``closed``, not
+        running, and may be resumed at once. If the flush fails for want of space
+        (`LedgerDiskFullError`) or of the lock, everything stays open and the
+        lease renewed: call ``close`` again once there is space.
+        """
+        if not self._owns_log:
+            return
+        try:
+            self._log.flush()
+        except (LedgerDiskFullError, LedgerBusyError):
+            raise
+        except BaseException:
+            self._release_lease()
+            with contextlib.suppress(Exception):
+                self._log.close()  # flushes again, fails again, then lets go
+            raise
+        self._release_lease()
+        self._log.close()
+
+    def _release_lease(self) -> None:
+        if self._lease is not None:
+            self._lease.release("end" if self._finished else "close")
+            self._lease = None
 
     def __enter__(self) -> QuantumBackedButler:
         return self

@@ -138,8 +138,13 @@ class QueryTimeoutError(QueryError):
     """A query ran longer than its timeout and was stopped."""
 
 
-class QuantumStillRunningError(LedgerError):
-    """Recovery would write for a quantum whose recorded process may still be running."""
+class QuantumStillRunningError(LedgerBusyError):
+    """The quantum's latest attempt may still be running, so this step is refused.
+
+    Raised by a new attempt (``initialize`` / ``resume``) and by recovery's
+    adopt / remove while the running attempt's lease is fresh (on any host),
+    or, for a ledger without a lease, while its pid lives on this host.
+    """
 
 
 class NotACentralLedgerError(LedgerError):

@@ -31,6 +31,7 @@ __all__ = [
     "Outcome",
     "canonical_json",
     "chain_hash",
+    "clean_detail",
     "clean_text",
     "clean_value",
     "definition_digest",
@@ -143,6 +144,24 @@ def clean_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [clean_value(v) for v in value]
     return value
+
+
+def clean_detail(text: str) -> str:
+    """A ``detail`` JSON text whose strings hold lone surrogates, with `clean_text` applied.
+
+    Re-encoded canonically when it parses (so no ``\\udcff`` JSON escape, which
+    readers refuse, is left behind); valid text is returned unchanged.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return canonical_json(json.loads(text))
+        except ValueError:
+            return clean_text(text)
+    return text
 
 
 def canonical_json(value: Any) -> str:

@@ -18,10 +18,12 @@ This is the only module of the package that imports ``lsst.*``; it needs the
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import numbers
 import os
 import uuid
+import weakref
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -52,6 +54,7 @@ from .recording import (
     replay_quantum,
 )
 from .records import RECORDS_TABLE, DatastoreRecordData, StoredFileInfo, check_relative_path
+from .store.lease import LeasePolicy
 from .store.log import Durability, Entry, EventLog, PendingCall
 
 __all__ = ["RecordingButler", "from_upstream", "quantum_from_upstream", "to_upstream"]
@@ -272,6 +275,12 @@ class RecordingButler:
         quantum_id: the quantum's id (e.g. the quantum graph node id); a new
             uuid4 when omitted. An id already in the ledger records a new attempt.
         task_label: the task's label; upstream's quantum only names its class.
+        lease: how often the quantum's lease is renewed and how long it lasts
+            (`ledger.LeasePolicy`); as for `ledger.QuantumBackedButler.initialize`.
+
+    Raises:
+        QuantumStillRunningError: the quantum id is in the ledger and its latest
+            attempt is still running (on any host); nothing is written.
     """
 
     def __init__(
@@ -284,6 +293,7 @@ class RecordingButler:
         quantum_id: uuid.UUID | str | None = None,
         task_label: str | None = None,
         batch_size: int = 1000,
+        lease: LeasePolicy | None = None,
     ) -> None:
         self._butler = butler
         self.quantum = quantum
@@ -302,17 +312,21 @@ class RecordingButler:
             started["external_input_records"] = external
         log = EventLog(ledger, durability=durability, batch_size=batch_size)
         try:
-            qid, attempt = record_quantum_start(
+            qid, attempt, holder = record_quantum_start(
                 log,
                 ours,
                 self.datastore_name,
                 quantum_id=uuid.UUID(str(quantum_id)) if quantum_id is not None else None,
                 started=started,
+                lease=lease,
             )
         except BaseException:
             log.close()
             raise
         self._log = log
+        self._lease = holder
+        if holder is not None:
+            weakref.finalize(self, holder.stop)  # dropped without close: the lease expires
         self.quantum_id: uuid.UUID = qid
         self.attempt: int = attempt
         self._qid = str(qid)
@@ -598,8 +612,26 @@ class RecordingButler:
         self.close()
 
     def close(self) -> None:
-        """Flush and release the ledger (the wrapped butler stays open: it is the caller's)."""
+        """Flush and release the ledger and its lease (the wrapped butler stays the caller's).
+
+        As `ledger.QuantumBackedButler.close`: on a full disk everything stays open.
+        """
+        try:
+            self._log.flush()
+        except (LedgerDiskFullError, LedgerBusyError):
+            raise
+        except BaseException:
+            self._release_lease()
+            with contextlib.suppress(Exception):
+                self._log.close()
+            raise
+        self._release_lease()
         self._log.close()
+
+    def _release_lease(self) -> None:
+        if self._lease is not None:
+            self._lease.release("end" if self._finished else "close")
+            self._lease = None
 
     def __enter__(self) -> RecordingButler:
         return self

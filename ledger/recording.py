@@ -19,12 +19,22 @@ from typing import Any
 
 from ._version import __version__
 from .datastore import FileDatastore
+from .errors import QuantumStillRunningError
 from .events import EventKind, Outcome, canonical_json, clean_text, clean_value, utc_now
 from .model import DatasetRef
 from .provenance import ProvenanceFold
 from .quantum import Quantum
 from .records import DatastoreRecordData, StoredFileInfo
-from .store.log import Entry, EventLog, PendingCall
+from .store.lease import (
+    BLOCKING,
+    LeaseHolder,
+    LeasePolicy,
+    holder_text,
+    latest_attempt,
+    liveness_of,
+    take,
+)
+from .store.log import Entry, EventLog, PendingCall, Transaction
 from .store.schema import datasets, quanta
 from .store.verify import definition_rows_digest
 
@@ -236,7 +246,8 @@ def record_quantum_start(
     *,
     quantum_id: uuid.UUID | None = None,
     started: Mapping[str, Any] | None = None,
-) -> tuple[uuid.UUID, int]:
+    lease: LeasePolicy | None = None,
+) -> tuple[uuid.UUID, int, LeaseHolder | None]:
     """Append the start of an attempt of ``quantum``: one ``quantum_started`` event.
 
     The first attempt also inserts the quantum's ``quanta`` and ``datasets``
@@ -244,26 +255,50 @@ def record_quantum_start(
     event's detail (with the environment and ``started``); a later attempt
     (the quantum id already has events) inserts no rows.
 
+    In that same transaction (``BEGIN IMMEDIATE``, or PostgreSQL's event-order
+    lock) it checks that the previous attempt ended or is dead, and takes the
+    quantum's lease (see `ledger.store.lease`): of two executors starting one
+    quantum at once, exactly one starts and the other gets the error below.
+
     Returns:
-        The quantum id (``quantum_id``, else ``quantum.id``, else a new uuid4)
-        and the number of this attempt.
+        The quantum id (``quantum_id``, else ``quantum.id``, else a new uuid4),
+        the number of this attempt, and its lease, renewed from now on until
+        released (None for an in-memory ledger, which no one else can see).
+
+    Raises:
+        QuantumStillRunningError: the previous attempt has no terminal event and
+            is still running (a fresh lease; or, without a lease, its pid alive
+            on this host). Nothing is written.
     """
     qid = quantum_id or quantum.id or uuid.uuid4()
-    attempts = list(log.query("SELECT MAX(attempt) FROM events WHERE quantum_id = ?", [str(qid)]))
-    previous = attempts[0][0] if attempts and attempts[0][0] is not None else 0
+    policy = lease or LeasePolicy.from_env()
     env = environment()
-    rows = [] if previous else quantum_rows(qid, quantum, datastore_name, env)
-    detail = {**env, **(started or {})}
-    if rows:
-        detail["definition"] = definition_rows_digest(rows[0][1][0], rows[1][1])
-    call = PendingCall(
-        str(qid),
-        previous + 1,
-        EventKind.QUANTUM_STARTED,
-        [(None, Outcome.OK, None, None, canonical_json(detail))],
-    )
-    log.append_with_rows(call, rows)
-    return qid, previous + 1
+    definition = quantum_rows(qid, quantum, datastore_name, env)
+
+    def start(tx: Transaction) -> int:
+        previous, ended = latest_attempt(tx.rows, str(qid))
+        if previous and not ended:
+            state, held, recorded = liveness_of(tx.rows, str(qid), previous)
+            if state in BLOCKING:
+                raise QuantumStillRunningError(
+                    f"quantum {qid} in {log.where} {holder_text(previous, state, held, recorded)}"
+                    "; a new attempt starts only once that one ended or is dead: wait for it "
+                    "to finish (if its process died elsewhere, for its lease to expire)"
+                )
+        detail = {**env, **(started or {})}
+        if not previous:
+            detail["definition"] = definition_rows_digest(definition[0][1][0], definition[1][1])
+            for table, rows in definition:
+                tx.insert(table, rows)
+        entry: Entry = (None, Outcome.OK, None, None, canonical_json(detail))
+        tx.append([PendingCall(str(qid), previous + 1, EventKind.QUANTUM_STARTED, [entry])])
+        if log.shared:
+            take(tx, str(qid), previous + 1, policy)
+        return previous + 1
+
+    attempt = log.transact(start)
+    holder = LeaseHolder(log, str(qid), attempt, policy) if log.shared else None
+    return qid, attempt, holder
 
 
 def replay_quantum(

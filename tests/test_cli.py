@@ -188,12 +188,11 @@ def test_show_json_gives_the_quantum_status_row(work: Work) -> None:
 
 
 def test_show_tells_a_running_quantum_from_a_dead_one(tmp_path: Path) -> None:
-    """An interrupted quantum is 'possibly still running' if its pid lives here, else 'dead'."""
+    """An interrupted quantum is 'running' while its lease is fresh, 'dead' once its pid died."""
     fixture = make_quantum(tmp_path / "repo", n_inputs=1, n_outputs=1)
     alive = tmp_path / "alive.ledger"
     butler = QuantumBackedButler.initialize(fixture.root, fixture.quantum, ledger=alive)
-    butler.get(fixture.inputs[0])
-    butler.close()  # no terminal event; this process (its recorded pid) is alive
+    butler.get(fixture.inputs[0])  # still open: no terminal event, its lease renewed
     dead = tmp_path / "dead.ledger"
     code = (
         "import os, sys; from ledger import QuantumBackedButler, Quantum; "
@@ -205,12 +204,18 @@ def test_show_tells_a_running_quantum_from_a_dead_one(tmp_path: Path) -> None:
         [sys.executable, "-c", code, fixture.root, tmp_path / "q.json", dead], check=True
     )
     rows = [json.loads(line) for line in run("show", alive, dead, "--json").stdout.splitlines()]
-    states = {Path(r["ledger"]).name: (r["status"], r["process"]) for r in rows}
+    states = {Path(r["ledger"]).name: (r["status"], r["state"], r["process"]) for r in rows}
     assert states == {
-        "alive.ledger": ("interrupted", "possibly still running"),
-        "dead.ledger": ("interrupted", "dead"),
+        "alive.ledger": ("interrupted", "running", "running"),
+        "dead.ledger": ("interrupted", "interrupted", "dead"),
     }
     assert "dead (pid" in run("show", dead).output
+    shown = run("show", alive).output
+    assert "running" in shown
+    assert "lease expires" in shown
+    butler.close()  # closed without an end: released, no longer running
+    (row,) = [json.loads(line) for line in run("show", alive, "--json").stdout.splitlines()]
+    assert (row["status"], row["state"], row["process"]) == ("interrupted", "interrupted", "closed")
 
 
 # --- events -------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"store.migrate", "migrations"},
     {"store.catalog"},
     {"store.log"},
+    {"store.lease"},
     {"store.verify"},
     {"store.ledger"},
     {"store.query"},

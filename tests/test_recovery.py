@@ -175,21 +175,35 @@ def test_a_killed_quantum_is_interrupted_and_dead(tmp_path: Path) -> None:
 
 
 def test_an_interrupted_quantum_of_a_live_process_is_protected(tmp_path: Path) -> None:
-    """While the recorded pid is alive here, adopt/remove refuse unless forced."""
+    """While the quantum's recorder is open (a fresh lease), adopt/remove refuse unless forced."""
     fixture = make_quantum(tmp_path / "repo", n_inputs=1, n_outputs=2)
     path = tmp_path / "q.ledger"
     butler = QuantumBackedButler.initialize(fixture.root, fixture.quantum, ledger=path)
     FileDatastore(fixture.root).put({"n": 1}, fixture.outputs[1])
-    butler.close()  # no terminal event: interrupted, and this very process is alive
     (q,) = recover(path, fixture.root).quanta
-    assert (q.status, q.process, q.pid) == ("interrupted", "possibly still running", os.getpid())
+    assert (q.status, q.process, q.pid) == ("interrupted", "running", os.getpid())
+    assert q.lease_expires_at is not None
     before = _rows(path)
-    with pytest.raises(QuantumStillRunningError, match="may still be running"):
+    with pytest.raises(QuantumStillRunningError, match="is running: attempt 1 by pid"):
         adopt_orphans(path, fixture.root)
     with pytest.raises(QuantumStillRunningError):
         remove_orphans(path, fixture.root)
     assert _rows(path) == before
     (action,) = adopt_orphans(path, fixture.root, force=True)
+    assert action.action == "adopted"
+    butler.close()
+
+
+def test_a_closed_quantum_is_not_running(tmp_path: Path) -> None:
+    """A recorder closed without an end released its lease: recovery may act at once."""
+    fixture = make_quantum(tmp_path / "repo", n_inputs=1, n_outputs=2)
+    path = tmp_path / "q.ledger"
+    butler = QuantumBackedButler.initialize(fixture.root, fixture.quantum, ledger=path)
+    FileDatastore(fixture.root).put({"n": 1}, fixture.outputs[1])
+    butler.close()  # no terminal event, but the recorder said it is done
+    (q,) = recover(path, fixture.root).quanta
+    assert (q.status, q.process) == ("interrupted", "closed")
+    (action,) = adopt_orphans(path, fixture.root)
     assert action.action == "adopted"
 
 

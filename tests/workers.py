@@ -6,14 +6,22 @@ knows exactly which calls were acknowledged before it sends SIGKILL.
 
 ``python tests/workers.py append LEDGER N_QUANTA N_CALLS TAG`` records quanta
 into a shared ledger as fast as it can.
+
+``python tests/workers.py hold ROOT QUANTUM_JSON LEDGER INTERVAL TIMEOUT`` holds a
+quantum open (short leases) with an unrecorded output file, until stdin gets a line.
+
+``python tests/workers.py race ROOT QUANTUM_JSON LEDGER GO MODE`` starts the quantum
+(``initialize`` or ``resume``) as soon as the file GO exists and holds it open.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
-from ledger import QuantumBackedButler
+from ledger import FileDatastore, LeasePolicy, LedgerError, Quantum, QuantumBackedButler
 from ledger.testing import make_quantum
 
 
@@ -60,11 +68,53 @@ def append(ledger: str, n_quanta: int, n_calls: int, tag: str) -> None:
         print(f"QUANTUM {b.quantum_id}", flush=True)
 
 
+def hold(root: str, quantum_json: str, ledger: str, interval: str, timeout: str) -> None:
+    """Start a quantum with short leases, write one output behind the butler's back, hold.
+
+    The second output's file exists but its put is not recorded yet (as between a
+    write and its record); the quantum is held open until stdin gets a line, then
+    finished.
+    """
+    quantum = Quantum.model_validate_json(Path(quantum_json).read_text())
+    policy = LeasePolicy(interval=float(interval), timeout=float(timeout))
+    butler = QuantumBackedButler.initialize(root, quantum, ledger=ledger, lease=policy)
+    outputs = list(quantum.iter_predicted_outputs())
+    butler.put({"n": 0}, outputs[0])
+    FileDatastore(root).put({"n": 1}, outputs[1])
+    print("READY", flush=True)
+    sys.stdin.readline()
+    butler.finish()
+    print("DONE", flush=True)
+
+
+def race(root: str, quantum_json: str, ledger: str, go: str, mode: str) -> None:
+    """Start (``initialize`` or ``resume``) a quantum as soon as ``go`` exists; hold it open."""
+    quantum = Quantum.model_validate_json(Path(quantum_json).read_text())
+    print("READY", flush=True)
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    try:
+        if mode == "initialize":
+            butler = QuantumBackedButler.initialize(root, quantum, ledger=ledger)
+        else:
+            butler = QuantumBackedButler.resume(root, ledger)
+    except LedgerError as e:
+        print(f"REFUSED {type(e).__name__} {e}", flush=True)
+        return
+    print(f"STARTED {butler.attempt}", flush=True)
+    sys.stdin.readline()
+    butler.finish()
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "crash":
         crash(args[0], args[1], args[2])
     elif command == "append":
         append(args[0], int(args[1]), int(args[2]), args[3])
+    elif command == "hold":
+        hold(*args)
+    elif command == "race":
+        race(*args)
     else:
         raise SystemExit(f"unknown worker command {command!r}")

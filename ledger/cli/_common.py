@@ -34,7 +34,7 @@ EXIT_BUG = 3
 #: Exit code after Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
 
-STATUS_STYLE = {"succeeded": "green", "failed": "red", "interrupted": "yellow"}
+STATUS_STYLE = {"succeeded": "green", "failed": "red", "running": "blue", "interrupted": "yellow"}
 
 
 # --- errors and output ------------------------------------------------------------

@@ -15,9 +15,7 @@ from rich.text import Text
 
 from ..events import Event, EventKind, Outcome
 from ..provenance import QuantumProvenanceData
-from ..recovery.inspection import process_state
 from ..store.ledger import Ledger
-from ..store.validate import detail_problem
 from ._common import (
     STATUS_STYLE,
     fmt_data_id,
@@ -36,26 +34,11 @@ from ._common import (
 
 
 def _status_rows(led: Ledger) -> list[dict[str, Any]]:
-    """The ``quantum_status`` rows, with the process state of interrupted quanta."""
+    """The ``quantum_status`` rows, with whether each is running (see `Ledger.status`)."""
     rows = led.status()
-    latest: dict[str, tuple[Any, Any]] = {
-        str(qid): (host, pid)
-        for qid, host, pid in led.rows("SELECT quantum_id, host, pid FROM quanta")
-    }
-    for qid, detail in led.rows(
-        "SELECT quantum_id, detail FROM events WHERE kind = 'quantum_started' ORDER BY seq"
-    ):
-        if detail is None or detail_problem("quantum_started", detail) is not None:
-            continue  # verify reports it; the quanta row still says where it ran
-        env = json.loads(detail)
-        if isinstance(env, dict) and "host" in env:
-            latest[str(qid)] = (env.get("host"), env.get("pid"))
     for row in rows:
-        host, pid = latest.get(str(row["quantum_id"]), (None, None))
         row["quantum_id"] = str(row["quantum_id"])
         row["ledger"] = led.where
-        row["host"], row["pid"] = host, pid
-        row["process"] = process_state(host, pid) if row["status"] == "interrupted" else None
         if isinstance(row.get("caveats"), str):
             row["caveats"] = json.loads(row["caveats"])
     return rows
@@ -64,6 +47,8 @@ def _status_rows(led: Ledger) -> list[dict[str, Any]]:
 def _note(row: Mapping[str, Any]) -> str:
     if row["status"] == "failed":
         return f"{row.get('error_type') or ''}: {row.get('error_message') or ''}"
+    if row["state"] == "running":
+        return f"pid {row['pid']} on {row['host']}, lease expires {row['lease_expires_at']}"
     if row["status"] == "interrupted":
         return f"{row['process']} (pid {row['pid']} on {row['host']})"
     return ", ".join(row.get("caveats") or [])
@@ -112,7 +97,7 @@ def _status_table(
         if quantum_column:
             cells.append(short_id(row["quantum_id"]))
         data_id = {k: v for k, v in json.loads(row["data_id"]).items() if k not in common}
-        status = str(row["status"])
+        status = str(row["state"])
         cells += [
             str(row["task_label"]),
             fmt_data_id(data_id),
@@ -136,14 +121,15 @@ def _task_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     """One row per task label: how many quanta ended how, and their events."""
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
     table.add_column("task", no_wrap=True)
-    for name in ("quanta", "succeeded", "failed", "interrupted", "events"):
+    states = ("succeeded", "failed", "running", "interrupted")
+    for name in ("quanta", *states, "events"):
         table.add_column(name, justify="right", no_wrap=True)
     per_task: dict[str, list[int]] = {}
     for row in rows:
-        counts = per_task.setdefault(str(row["task_label"]), [0, 0, 0, 0, 0])
+        counts = per_task.setdefault(str(row["task_label"]), [0] * (len(states) + 2))
         counts[0] += 1
-        counts[1 + ("succeeded", "failed", "interrupted").index(str(row["status"]))] += 1
-        counts[4] += int(row["n_events"])
+        counts[1 + states.index(str(row["state"]))] += 1
+        counts[-1] += int(row["n_events"])
     for task, counts in sorted(per_task.items()):
         table.add_row(task, *(f"{n:,}" for n in counts))
     return table
@@ -177,7 +163,7 @@ def _render_status(
         _render_rows(console, listed, n_ledgers)
     counts: dict[str, int] = {}
     for row in rows:
-        key = row["status"]
+        key = row["state"]
         if key == "interrupted":
             key = f"interrupted ({row['process']})"
         counts[key] = counts.get(key, 0) + 1

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import socket
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from ..config import datastore_from_config
@@ -22,6 +19,7 @@ from ..provenance import ProvenanceFold
 from ..quantum import Quantum
 from ..records import StoredFileInfo
 from ..store.connect import display_target
+from ..store.lease import Liveness, liveness, read_lease
 from ..store.ledger import Ledger
 from ..store.validate import check_event
 from .report import (
@@ -30,7 +28,6 @@ from .report import (
     OrphanReason,
     OutputInfo,
     OutputState,
-    Process,
     QuantumRecovery,
     RecoveryReport,
     Status,
@@ -40,7 +37,6 @@ __all__ = [
     "DatastoreArg",
     "LedgerArg",
     "inspect_quantum",
-    "process_state",
     "recover",
     "scratch",
     "select_quanta",
@@ -139,6 +135,14 @@ def inspect_quantum(
     status: Status = latest.status if latest is not None else "interrupted"
     host = latest.host if latest is not None and latest.host else info.host
     pid = latest.pid if latest is not None and latest.pid is not None else info.pid
+    process: Liveness | None = None
+    lease_expires_at = None
+    if status == "interrupted":
+        number = latest.attempt if latest is not None else 0
+        lease = read_lease(led.rows, qid)
+        if lease is not None and lease.attempt == number:
+            host, pid, lease_expires_at = lease.host, lease.pid, lease.expires_at
+        process = liveness(lease, number, (host, pid))
     failed = history.failure if status == "failed" else {}
     name = info.datastore_name or ds.name
 
@@ -158,7 +162,8 @@ def inspect_quantum(
         run=info.run,
         datastore_name=info.datastore_name,
         status=status,
-        process=process_state(host, pid) if status == "interrupted" else None,
+        process=process,
+        lease_expires_at=lease_expires_at,
         host=host,
         pid=pid,
         attempts=max((a.attempt for a in attempts), default=0),
@@ -368,22 +373,3 @@ def _not_regular(ds: FileDatastore, ref: DatasetRef) -> str:
     except OSError:
         kind = "something other than a regular file"
     return f"{relative} is {kind}, not an artifact (a regular file); left alone"
-
-
-def process_state(host: str | None, pid: int | None) -> Process:
-    """Whether the recorded process may still be running (checked on this host only)."""
-    if host != socket.gethostname() or type(pid) is not int or not 0 < pid < 2**31:
-        return "unknown"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return "dead"
-    except PermissionError:
-        return "possibly still running"  # it exists, under another user
-    except OSError:
-        return "unknown"
-    with contextlib.suppress(OSError, IndexError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state in ("Z", "X"):
-            return "dead"  # a zombie: exited, not yet reaped
-    return "possibly still running"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from typing import Any
 
 from .._logging import get_logger
 from ..datastore import FileDatastore
@@ -13,8 +14,9 @@ from ..events import EventKind, Outcome, canonical_json
 from ..identity import check_datastore_identity
 from ..model import DatasetRef
 from ..recording import orphan_removal_detail
+from ..store.lease import BLOCKING, holder_text, latest_attempt, liveness_of, revoke
 from ..store.ledger import Ledger
-from ..store.log import EventLog, PendingCall
+from ..store.log import EventLog, PendingCall, Transaction
 from .inspection import DatastoreArg, LedgerArg, inspect_quantum, scratch, select_quanta
 from .report import OrphanAction, OutputInfo, QuantumRecovery
 
@@ -42,8 +44,10 @@ def adopt_orphans(
     class, or that match what a recorded prune removed, are skipped.
 
     Raises:
-        QuantumStillRunningError: an interrupted quantum's process may still be
-            running (same host, pid alive) and ``force`` is false; nothing is written.
+        QuantumStillRunningError: an interrupted quantum may still be running (its
+            lease is fresh, on any host; for a ledger without leases: its pid is
+            alive on this host) and ``force`` is false; nothing is written. With
+            ``force`` the action goes ahead and revokes the lease.
         TamperedError: the quantum's hash chain does not verify; nothing is written.
         LedgerError: the datastore is not the one the quantum used
             (`DatastoreMismatchError`: see `recover`'s ``check_datastore``).
@@ -92,17 +96,16 @@ def _act(
             for qid in selected:
                 check_datastore_identity(led, qid, ds)
         plans = [inspect_quantum(led, ds, qid, problems) for qid in selected]
-    plans = [(rec, quantum) for rec, quantum in plans if rec.orphans]
+        plans = [(rec, quantum) for rec, quantum in plans if rec.orphans]
+        for rec, _ in plans:
+            if rec.process in BLOCKING and not force:
+                # Before any file is touched; checked again as each event is appended.
+                _refuse_running(led.rows, str(rec.quantum_id), where)
     for rec, _ in plans:
         if rec.chain_problems:
             raise TamperedError(
                 f"{where}: {rec.chain_problems[0]}; refusing to append to a chain that does "
                 f'not verify (run "qledger verify {where}")'
-            )
-        if rec.process == "possibly still running" and not force:
-            raise QuantumStillRunningError(
-                f"quantum {rec.quantum_id} in {where} may still be running (pid {rec.pid} on "
-                f"{rec.host} is alive); stop it first, or pass force=True to act anyway"
             )
         if rec.datastore_name is not None and rec.datastore_name != ds.name:
             raise LedgerError(
@@ -118,21 +121,55 @@ def _act(
             for orphan in rec.orphans:
                 ref = refs[orphan.dataset_id]
                 act = _adopt_one if adopt else _remove_one
-                actions.append(act(log, ds, rec, ref, orphan))
+                actions.append(act(log, ds, rec, ref, orphan, force))
     return actions
 
 
-def _recorded(log: EventLog, rec: QuantumRecovery, kind: str, ref: DatasetRef, detail: str) -> int:
-    """Append one call to the quantum's latest attempt; its quantum_seq."""
+def _refuse_running(rows: Any, qid: str, where: str) -> None:
+    """Raise `QuantumStillRunningError` if the quantum's latest attempt may still run."""
+    latest, ended = latest_attempt(rows, qid)
+    if not latest or ended:
+        return
+    state, lease, started = liveness_of(rows, qid, latest)
+    if state in BLOCKING:
+        raise QuantumStillRunningError(
+            f"quantum {qid} in {where} {holder_text(latest, state, lease, started)}; "
+            "stop it first, or if you know it is dead act anyway with force=True "
+            "(qledger recover --force)"
+        )
+
+
+def _recorded(
+    log: EventLog, rec: QuantumRecovery, kind: str, ref: DatasetRef, detail: str, force: bool
+) -> int:
+    """Append one call to the quantum's latest attempt; its quantum_seq.
+
+    In one transaction with the append: the check that the quantum is not
+    running (unless ``force``), and the revocation of a lease it left behind,
+    so a recorder presumed dead that wakes up finds it lost.
+    """
     qid = str(rec.quantum_id)
+    attempt = max(rec.attempts, 1)
     entry = (str(ref.id), Outcome.OK.value, None, None, detail)
-    log.append(PendingCall(qid, max(rec.attempts, 1), kind, [entry]))
-    rows = list(log.query("SELECT MAX(quantum_seq) FROM events WHERE quantum_id = ?", [qid]))
-    return int(rows[0][0])
+
+    def append(tx: Transaction) -> int:
+        if not force:
+            _refuse_running(tx.rows, qid, log.where)
+        revoke(tx, qid, attempt)
+        tx.append([PendingCall(qid, attempt, kind, [entry])])
+        ((seq,),) = tx.rows("SELECT MAX(quantum_seq) FROM events WHERE quantum_id = ?", [qid])
+        return int(seq)
+
+    return log.transact(append)
 
 
 def _adopt_one(
-    log: EventLog, ds: FileDatastore, rec: QuantumRecovery, ref: DatasetRef, orphan: OutputInfo
+    log: EventLog,
+    ds: FileDatastore,
+    rec: QuantumRecovery,
+    ref: DatasetRef,
+    orphan: OutputInfo,
+    force: bool,
 ) -> OrphanAction:
     action = {"quantum_id": rec.quantum_id, "dataset_id": ref.id, "path": orphan.path}
     if orphan.orphan_reason != "unrecorded_write":
@@ -147,13 +184,18 @@ def _adopt_one(
     simple = record.to_simple()
     del simple["dataset_id"]
     detail = canonical_json({"adopted": True, "datastore": ds.name, "records": [simple]})
-    seq = _recorded(log, rec, EventKind.PUT, ref, detail)
+    seq = _recorded(log, rec, EventKind.PUT, ref, detail, force)
     _log.info("orphan_adopted", quantum_id=str(rec.quantum_id), path=record.path, quantum_seq=seq)
     return OrphanAction(**action, action="adopted", quantum_seq=seq)
 
 
 def _remove_one(
-    log: EventLog, ds: FileDatastore, rec: QuantumRecovery, ref: DatasetRef, orphan: OutputInfo
+    log: EventLog,
+    ds: FileDatastore,
+    rec: QuantumRecovery,
+    ref: DatasetRef,
+    orphan: OutputInfo,
+    force: bool,
 ) -> OrphanAction:
     action = {"quantum_id": rec.quantum_id, "dataset_id": ref.id, "path": orphan.path}
     try:
@@ -164,7 +206,7 @@ def _remove_one(
         return OrphanAction(**action, action="skipped", reason="the file is gone already")
     relative, data = found
     detail = orphan_removal_detail(relative, hashlib.sha256(data).hexdigest(), len(data))
-    seq = _recorded(log, rec, EventKind.PRUNE, ref, detail)
+    seq = _recorded(log, rec, EventKind.PRUNE, ref, detail, force)
     ds.remove_artifact(relative)
     _log.info("orphan_removed", quantum_id=str(rec.quantum_id), path=relative, quantum_seq=seq)
     return OrphanAction(**action, action="removed", quantum_seq=seq)

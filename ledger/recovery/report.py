@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from ..provenance import QuantumProvenanceData
+from ..store.lease import Liveness
 
 __all__ = [
     "AttemptInfo",
@@ -23,8 +24,8 @@ __all__ = [
 ]
 
 Status = Literal["succeeded", "failed", "interrupted"]
-#: Whether an interrupted quantum's process may still be running.
-Process = Literal["possibly still running", "dead", "unknown"]
+#: Whether an interrupted quantum's process may still be running (see `ledger.store.lease`).
+Process = Liveness
 OutputState = Literal["verified", "damaged", "unstored", "orphan", "missing"]
 OrphanReason = Literal["unrecorded_write", "pruned_not_deleted"]
 
@@ -92,11 +93,16 @@ class QuantumRecovery(_Frozen):
     datastore_name: str | None
     #: how the latest attempt ended; ``interrupted`` when it has no terminal event.
     status: Status
-    #: for an interrupted quantum: ``possibly still running`` (same host, its pid
-    #: alive), ``dead``, or ``unknown`` (recorded on another host); else None.
+    #: for an interrupted quantum: ``running`` (its lease is fresh, on any host),
+    #: ``expired`` (its lease ran out), ``dead`` (this host, its pid is gone),
+    #: ``closed`` (closed without an end), or, for a ledger without a lease,
+    #: ``possibly still running`` (this host, pid alive) or ``unknown``; else None.
     process: Process | None
+    #: who recorded the latest attempt (the lease holder when there is one)
     host: str | None
     pid: int | None
+    #: when the latest attempt's lease expires (or expired), if it has one
+    lease_expires_at: str | None = None
     attempts: int
     attempt_history: list[AttemptInfo]
     error_type: str | None

@@ -38,6 +38,7 @@ from ..provenance import ProvenanceFold, QuantumProvenanceData
 from ..quantum import Quantum
 from ..records import DatastoreRecordData, StoredFileInfo
 from . import connect, migrate
+from .lease import all_leases, liveness
 from .log import is_sqlite_target, sqlite_path, translate_sqlite_error
 from .validate import (
     QUANTA_COLUMNS,
@@ -593,12 +594,21 @@ class Ledger:
         return verify_ledger(self, heads)
 
     def status(self) -> list[dict[str, Any]]:
-        """One dict per quantum, with the columns of the ``quantum_status`` view.
+        """One dict per quantum, with the columns of the ``quantum_status`` view, and liveness.
 
         Computed from the events with this library's own SQL, not read from the
         view: the view lives in the file, and a ledger could carry one that
         says what its events do not (``verify`` reports such a view). Every
         value is checked on the way (`ledger.store.validate`).
+
+        Besides the view's columns (whose ``status`` is ``succeeded``, ``failed``
+        or ``interrupted``: no terminal event), each dict has ``state``: the
+        status, except ``running`` for a quantum without a terminal event whose
+        lease is fresh; ``process``: for a quantum without a terminal event, its
+        `ledger.store.lease.Liveness` (``running``, ``expired``, ``dead``,
+        ``closed``; without a lease ``possibly still running`` or ``unknown``),
+        else None; ``host`` and ``pid`` that recorded the latest attempt (its
+        lease holder, if any); ``lease_renewed_at`` and ``lease_expires_at``.
 
         Raises:
             MalformedRowError: a value the status is made of breaks a rule.
@@ -609,7 +619,47 @@ class Ledger:
                 quantum, values = row[:11], row[11:]
                 check_quanta(quantum, self.where)
                 result.append(self._status_row(quantum, *values))
+            self._add_liveness(result)
         return result
+
+    def _add_liveness(self, result: list[dict[str, Any]]) -> None:
+        """Add whether each quantum runs (its lease), and who recorded its latest attempt."""
+        leases = all_leases(self.rows)
+        starts = self._latest_starts()
+        for row in result:
+            qid = str(row["quantum_id"])
+            attempt = int(row["attempts"] or 0)
+            host, pid = starts.get(qid, (None, None))
+            lease = leases.get(qid)
+            if lease is not None and lease.attempt != attempt:
+                lease = None  # a lease of an earlier attempt says nothing about this one
+            if lease is not None:
+                host, pid = lease.host, lease.pid
+            row["host"], row["pid"] = host, pid
+            row["lease_renewed_at"] = lease.renewed_at if lease is not None else None
+            row["lease_expires_at"] = lease.expires_at if lease is not None else None
+            process = (
+                liveness(lease, attempt, (host, pid)) if row["status"] == "interrupted" else None
+            )
+            row["process"] = process
+            row["state"] = "running" if process == "running" else row["status"]
+
+    def _latest_starts(self) -> dict[str, tuple[str | None, int | None]]:
+        """Per quantum, the host and pid of its latest ``quantum_started`` (else its row)."""
+        found: dict[str, tuple[str | None, int | None]] = {
+            str(qid): (host, pid)
+            for qid, host, pid in self.rows("SELECT quantum_id, host, pid FROM quanta")
+        }
+        for qid, detail in self.rows(
+            "SELECT quantum_id, detail FROM events WHERE kind = 'quantum_started' ORDER BY seq"
+        ):
+            if detail is None or detail_problem("quantum_started", detail) is not None:
+                continue  # verify reports it; the quanta row still says where it ran
+            env = json.loads(detail)
+            if isinstance(env, dict) and "host" in env:
+                pid = env.get("pid")
+                found[str(qid)] = (env.get("host"), pid if type(pid) is int else None)
+        return found
 
     def _status_row(
         self,

@@ -20,13 +20,14 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, insert, text
+from sqlalchemy import Connection, Engine, Table, create_engine, insert, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.elements import TextClause
 
 from .._logging import get_logger
 from ..errors import (
@@ -35,7 +36,7 @@ from ..errors import (
     LedgerError,
     LedgerNotFoundError,
 )
-from ..events import EVENT_COLUMNS, chain_hash, clean_text, utc_now
+from ..events import EVENT_COLUMNS, chain_hash, clean_detail, clean_text, utc_now
 from . import connect, migrate
 from .schema import events, ledger_info
 
@@ -44,6 +45,7 @@ __all__ = [
     "Entry",
     "EventLog",
     "PendingCall",
+    "Transaction",
     "create_ledger_file",
     "ensure_schema",
     "is_sqlite_target",
@@ -69,6 +71,7 @@ _INSERT_SQL = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _BUSY_TIMEOUT_S = 60.0
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -127,7 +130,7 @@ def chain_rows(
             if error_type is not None:
                 error_type = clean_text(error_type)
             if detail is not None and not detail.isascii():
-                detail = clean_text(detail)
+                detail = clean_detail(detail)
             # The row without its hash is exactly chain_hash's argument list.
             head = (
                 qid,
@@ -150,9 +153,93 @@ def chain_rows(
     return rows
 
 
+class Transaction(Protocol):
+    """One open write transaction of an `EventLog` (see `EventLog.transact`).
+
+    SQL is written with ``?`` placeholders for every backend.
+    """
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of a query, read inside the transaction."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+
+    def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert rows (dicts of column values) into ``table``."""
+
+    def append(self, calls: Sequence[PendingCall]) -> None:
+        """Chain and insert ``calls`` after each quantum's tip, read in this transaction."""
+
+
+class _SQLiteTransaction:
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+        self.tips: dict[str, tuple[int, str | None]] = {}
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self._cursor.execute(sql, tuple(params)))
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._cursor.execute(sql, tuple(params)).rowcount
+
+    def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            columns = list(rows[0])
+            quoted = ", ".join(f'"{c}"' for c in columns)
+            marks = ", ".join("?" * len(columns))
+            sql = f"INSERT INTO {table.name} ({quoted}) VALUES ({marks})"
+            self._cursor.executemany(sql, [tuple(r[c] for c in columns) for r in rows])
+
+    def append(self, calls: Sequence[PendingCall]) -> None:
+        for qid in {c.quantum_id for c in calls}:
+            tip = self._cursor.execute(_TIP_SQL, (qid,)).fetchone()
+            self.tips[qid] = (tip[0], tip[1]) if tip else (0, None)
+        self._cursor.executemany(_INSERT_SQL, chain_rows(calls, self.tips))
+
+
+def _named(sql: str, params: Sequence[Any]) -> tuple[TextClause, dict[str, Any]]:
+    """``?`` placeholders as SQLAlchemy's ``:p0, :p1, ...`` and their values."""
+    bound = sql
+    names = [f"p{i}" for i in range(len(params))]
+    for name in names:
+        bound = bound.replace("?", f":{name}", 1)
+    return text(bound), dict(zip(names, params, strict=True))
+
+
+class _CoreTransaction:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        statement, values = _named(sql, params)
+        return [tuple(r) for r in self._conn.execute(statement, values)]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        statement, values = _named(sql, params)
+        return int(self._conn.execute(statement, values).rowcount)
+
+    def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self._conn.execute(insert(table), list(rows))
+
+    def append(self, calls: Sequence[PendingCall]) -> None:
+        tips: dict[str, tuple[int, str | None]] = {}
+        for qid in sorted({c.quantum_id for c in calls}):
+            tip = self.rows(_TIP_SQL, [qid])
+            tips[qid] = (tip[0][0], tip[0][1]) if tip else (0, None)
+        names = EVENT_COLUMNS[1:]
+        self._conn.execute(
+            insert(events), [dict(zip(names, r, strict=True)) for r in chain_rows(calls, tips)]
+        )
+
+
 class _Appender(Protocol):
     def write(self, calls: Sequence[PendingCall], extra: Sequence[tuple[Any, list[Any]]]) -> None:
         """Append ``calls`` (and insert ``extra`` rows first) in one transaction."""
+
+    def transact(self, body: Callable[[Transaction], _T]) -> _T:
+        """Run ``body`` inside one write transaction, committed when it returns."""
 
     def query(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         """Stream the rows of a read-only query."""
@@ -253,6 +340,22 @@ class _SQLiteAppender:
             raise
         self._tips.update(tips)  # chain_rows moved them to the rows just committed
 
+    def transact(self, body: Callable[[Transaction], _T]) -> _T:
+        cursor = self._cursor
+        self._begin()
+        tx = _SQLiteTransaction(cursor)
+        try:
+            result = body(tx)
+            cursor.execute("COMMIT")
+        except BaseException as e:
+            with contextlib.suppress(sqlite3.Error):
+                cursor.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise translate_sqlite_error(e, self._where) from e
+            raise
+        self._tips.update(tx.tips)
+        return result
+
     def query(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         try:
             yield from self._conn.execute(sql.replace(":p", "?"), tuple(params))
@@ -270,6 +373,11 @@ class _CoreAppender:
         self._engine = engine
         self._where = where
 
+    @property
+    def engine(self) -> Engine:
+        """The engine (its pool hands each thread its own connection)."""
+        return self._engine
+
     def write(self, calls: Sequence[PendingCall], extra: Sequence[tuple[Any, list[Any]]]) -> None:
         with self._engine.begin() as conn:
             lock_event_order(conn)  # first: every writer takes its locks in the same order
@@ -284,13 +392,18 @@ class _CoreAppender:
             names = EVENT_COLUMNS[1:]
             conn.execute(insert(events), [dict(zip(names, r, strict=True)) for r in rows])
 
+    def transact(self, body: Callable[[Transaction], _T]) -> _T:
+        try:
+            with self._engine.begin() as conn:
+                lock_event_order(conn)  # first: every writer takes its locks in the same order
+                return body(_CoreTransaction(conn))
+        except DBAPIError as e:
+            raise migrate.translate_db_error(e, self._where) from e
+
     def query(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
-        names = [f"p{i}" for i in range(len(params))]
-        bound = sql
-        for name in names:
-            bound = bound.replace("?", f":{name}", 1)
+        statement, values = _named(sql, params)
         with self._engine.connect() as conn:
-            yield from conn.execute(text(bound), dict(zip(names, params, strict=True)))
+            yield from conn.execute(statement, values)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -340,8 +453,11 @@ class EventLog:
         self._lock_fd: int | None = None
         self.where = migrate.display_target(self.target)
         self._log = _log.bind(ledger=self.where, durability=durability)
+        #: the SQLite file (``:memory:``), or None for a server database
+        self._path: str | None = None
         if is_sqlite_target(self.target):
-            self._appender: _Appender = self._open_sqlite(sqlite_path(self.target), create)
+            self._path = sqlite_path(self.target)
+            self._appender: _Appender = self._open_sqlite(self._path, create)
         else:
             engine = server_engine(self.target)
             try:
@@ -405,12 +521,49 @@ class EventLog:
         else:
             self._appender.write((call,), ())
 
-    def append_with_rows(
-        self, call: PendingCall, rows: Sequence[tuple[Any, list[dict[str, Any]]]]
-    ) -> None:
-        """Insert ``rows`` (table, row dicts) and append ``call`` in one transaction."""
+    def transact(self, body: Callable[[Transaction], _T]) -> _T:
+        """Run ``body`` in one write transaction (after a flush); its result.
+
+        On SQLite a ``BEGIN IMMEDIATE`` transaction, on PostgreSQL one holding the
+        event-order lock: what ``body`` reads cannot change before it commits,
+        so a check and the append that depends on it are one step (e.g. the
+        check that no other process runs a quantum, and its ``quantum_started``).
+        """
         self.flush()
-        self._appender.write((call,), rows)
+        return self._appender.transact(body)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes can see this ledger (a file or a server, not ``:memory:``)."""
+        return self._path != ":memory:"
+
+    def side_write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement in its own short transaction and connection; rows changed.
+
+        Safe from another thread than the writer's (a lease renewal timer): it
+        never touches the held connection, its transaction or the batch buffer.
+        """
+        if self._path is None:
+            statement, values = _named(sql, params)
+            try:
+                with self._side_engine().begin() as server:
+                    return int(server.execute(statement, values).rowcount)
+            except DBAPIError as e:
+                raise migrate.translate_db_error(e, self.where) from e
+        side = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            side.execute("BEGIN IMMEDIATE")
+            changed = side.execute(sql, tuple(params)).rowcount
+            side.execute("COMMIT")
+            return changed
+        except sqlite3.Error as e:
+            raise translate_sqlite_error(e, self.where) from e
+        finally:
+            side.close()
+
+    def _side_engine(self) -> Engine:
+        assert isinstance(self._appender, _CoreAppender)
+        return self._appender.engine
 
     def flush(self) -> None:
         """Write buffered calls (``batch`` mode) in one transaction.

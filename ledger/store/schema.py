@@ -27,6 +27,7 @@ __all__ = [
     "datasets",
     "events",
     "ingests",
+    "leases",
     "ledger_info",
     "metadata",
     "quanta",
@@ -148,4 +149,22 @@ Index(
     "ix_dataset_locations_dataset_type_run",
     dataset_locations.c.dataset_type,
     dataset_locations.c.run,
+)
+
+# --- leases (revision 0004): operational state, not provenance -----------------------
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("quantum_id", _UUID, primary_key=True),
+    Column("attempt", Integer, nullable=False),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("token", Text, nullable=True, comment="boot id/process start time: tells a reused pid"),
+    Column("started_at", Text, nullable=False, comment="UTC ISO-8601"),
+    Column("renewed_at", Text, nullable=False, comment="UTC ISO-8601"),
+    Column("expires_at", Text, nullable=False, comment="UTC ISO-8601: renewed_at + timeout"),
+    Column("released_at", Text, nullable=True, comment="UTC ISO-8601"),
+    Column("released_by", Text, nullable=True, comment="end, close or recover"),
+    comment="Who records each quantum now (operational state, mutable, not provenance).",
 )
