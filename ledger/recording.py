@@ -278,7 +278,7 @@ def record_quantum_start(
     def start(tx: Transaction) -> int:
         previous, ended = latest_attempt(tx.rows, str(qid))
         if previous and not ended:
-            state, held, recorded = liveness_of(tx.rows, str(qid), previous)
+            state, held, recorded = liveness_of(tx.rows, str(qid), previous, log.where)
             if state in BLOCKING:
                 raise QuantumStillRunningError(
                     f"quantum {qid} in {log.where} {holder_text(previous, state, held, recorded)}"

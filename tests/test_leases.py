@@ -26,6 +26,7 @@ from ledger import (
     SchemaTooOldError,
 )
 from ledger.cli import main
+from ledger.errors import MalformedRowError
 from ledger.recovery import recover, remove_orphans
 from ledger.store import migrate
 from ledger.store.lease import HOST_ENV, LeasePolicy
@@ -368,3 +369,20 @@ def test_a_ledger_from_before_leases_upgrades_and_keeps_working(tmp_path: Path) 
     with Ledger.open(path) as led:
         assert led.verify().ok
         assert led.head().terminal == "quantum_succeeded"
+
+
+def test_a_malformed_lease_row_is_a_named_error(tmp_path: Path) -> None:
+    """A leases row no recorder writes: MalformedRowError naming it and the way out, exit 2."""
+    fixture = make_quantum(tmp_path / "repo", n_inputs=1, n_outputs=1)
+    path = tmp_path / "q.ledger"
+    QuantumBackedButler.initialize(fixture.root, fixture.quantum, ledger=path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE leases SET expires_at = 42")
+    conn.commit()
+    conn.close()
+    with pytest.raises(MalformedRowError, match="DELETE FROM leases"):
+        QuantumBackedButler.resume(fixture.root, path)
+    result = CliRunner().invoke(main, ["show", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "leases row" in result.stderr

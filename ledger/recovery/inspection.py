@@ -139,7 +139,7 @@ def inspect_quantum(
     lease_expires_at = None
     if status == "interrupted":
         number = latest.attempt if latest is not None else 0
-        lease = read_lease(led.rows, qid)
+        lease = read_lease(led.rows, qid, led.where)
         if lease is not None and lease.attempt == number:
             host, pid, lease_expires_at = lease.host, lease.pid, lease.expires_at
         process = liveness(lease, number, (host, pid))

@@ -130,7 +130,7 @@ def _refuse_running(rows: Any, qid: str, where: str) -> None:
     latest, ended = latest_attempt(rows, qid)
     if not latest or ended:
         return
-    state, lease, started = liveness_of(rows, qid, latest)
+    state, lease, started = liveness_of(rows, qid, latest, where)
     if state in BLOCKING:
         raise QuantumStillRunningError(
             f"quantum {qid} in {where} {holder_text(latest, state, lease, started)}; "

@@ -20,15 +20,17 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from .._logging import get_logger
+from ..errors import MalformedRowError
 from ..events import utc_now
 from .log import EventLog, Transaction
+from .validate import is_time, is_uuid, show
 
 __all__ = [
     "BLOCKING",
@@ -191,15 +193,59 @@ _REVOKE = (
 )
 
 
-def read_lease(rows: Callable[[str, list[Any]], Any], quantum_id: str) -> Lease | None:
-    """The lease row of one quantum, read with ``rows(sql, params)``, or None."""
+def _problem(row: Sequence[Any]) -> str | None:
+    """What is wrong with a ``leases`` row (no recorder writes it so), or None."""
+    if len(row) != len(Lease.__dataclass_fields__):
+        return f"it has {len(row)} columns"
+    qid, attempt, host, pid, token, started, renewed, expires, released, by = row
+    checks = (
+        (is_uuid(qid), "quantum_id", qid),
+        (type(attempt) is int and attempt >= 1, "attempt", attempt),
+        (type(host) is str, "host", host),
+        (type(pid) is int, "pid", pid),
+        (token is None or type(token) is str, "token", token),
+        (is_time(started), "started_at", started),
+        (is_time(renewed), "renewed_at", renewed),
+        (is_time(expires), "expires_at", expires),
+        (released is None or is_time(released), "released_at", released),
+        (by in (None, "end", "close", "recover"), "released_by", by),
+    )
+    for ok, name, value in checks:
+        if not ok:
+            return f"its {name} {show(value)} is not what a recorder writes"
+    return None
+
+
+def _lease(row: Sequence[Any], where: str) -> Lease:
+    problem = _problem(row)
+    if problem is not None:
+        key = show(row[0]) if row else "?"
+        raise MalformedRowError(
+            f"{where}: the leases row of quantum {key}: {problem}; a lease is operational "
+            "state, not provenance: delete that row (DELETE FROM leases WHERE quantum_id = "
+            f"{key}) and the quantum is judged by its recorded host and pid"
+        )
+    return Lease(*row)
+
+
+def read_lease(
+    rows: Callable[[str, list[Any]], Any], quantum_id: str, where: str = "the ledger"
+) -> Lease | None:
+    """The lease row of one quantum, read with ``rows(sql, params)``, or None.
+
+    Raises:
+        MalformedRowError: the row holds values no recorder writes.
+    """
     found = list(rows(_SELECT, [quantum_id]))
-    return Lease(*found[0]) if found else None
+    return _lease(found[0], where) if found else None
 
 
-def all_leases(rows: Callable[[str, list[Any]], Any]) -> dict[str, Lease]:
-    """Every lease row, by quantum id."""
-    return {r[0]: Lease(*r) for r in rows(f"SELECT {_LEASE_COLUMNS} FROM leases", [])}
+def all_leases(
+    rows: Callable[[str, list[Any]], Any], where: str = "the ledger"
+) -> dict[str, Lease]:
+    """Every lease row, by quantum id (`MalformedRowError` for a bad one)."""
+    found = [_lease(r, where) for r in rows(f"SELECT {_LEASE_COLUMNS} FROM leases", [])]
+    return {lease.quantum_id: lease for lease in found}
 
 
 def _later(seconds: float) -> str:
@@ -243,11 +289,14 @@ def _started(
     rows: Callable[[str, list[Any]], Any], quantum_id: str, attempt: int
 ) -> tuple[str | None, int | None]:
     """The host and pid the attempt's ``quantum_started`` recorded."""
-    for (detail,) in rows(
-        "SELECT detail FROM events WHERE quantum_id = ? AND attempt = ? "
-        "AND kind = 'quantum_started' ORDER BY quantum_seq DESC LIMIT 1",
-        [quantum_id, attempt],
-    ):
+    found = list(
+        rows(
+            "SELECT detail FROM events WHERE quantum_id = ? AND attempt = ? "
+            "AND kind = 'quantum_started' ORDER BY quantum_seq DESC LIMIT 1",
+            [quantum_id, attempt],
+        )
+    )
+    for (detail,) in found:
         with contextlib.suppress(ValueError, TypeError):
             env = json.loads(detail) if detail else {}
             if isinstance(env, dict):
@@ -257,14 +306,14 @@ def _started(
 
 
 def liveness_of(
-    rows: Callable[[str, list[Any]], Any], quantum_id: str, attempt: int
+    rows: Callable[[str, list[Any]], Any], quantum_id: str, attempt: int, where: str = "the ledger"
 ) -> tuple[Liveness, Lease | None, tuple[str | None, int | None]]:
     """The liveness of ``attempt`` (the latest, with no terminal event), its lease and start.
 
     ``rows(sql, params)`` reads inside a writer's transaction or a reader's
     connection. The start is the host and pid its ``quantum_started`` recorded.
     """
-    lease = read_lease(rows, quantum_id)
+    lease = read_lease(rows, quantum_id, where)
     started = _started(rows, quantum_id, attempt)
     return liveness(lease, attempt, started), lease, started
 
@@ -285,9 +334,9 @@ def holder_text(
 def latest_attempt(rows: Callable[[str, list[Any]], Any], quantum_id: str) -> tuple[int, bool]:
     """The latest attempt of a quantum (0: none yet) and whether it has a terminal event."""
     found = list(rows("SELECT MAX(attempt) FROM events WHERE quantum_id = ?", [quantum_id]))
-    attempt = int(found[0][0] or 0) if found else 0
-    if not attempt:
-        return 0, False
+    attempt = found[0][0] if found else 0
+    if type(attempt) is not int or attempt < 1:
+        return 0, False  # none yet (or a damaged row, which verify reports)
     ended = list(
         rows(
             "SELECT 1 FROM events WHERE quantum_id = ? AND attempt = ? "

@@ -624,11 +624,11 @@ class Ledger:
 
     def _add_liveness(self, result: list[dict[str, Any]]) -> None:
         """Add whether each quantum runs (its lease), and who recorded its latest attempt."""
-        leases = all_leases(self.rows)
+        leases = all_leases(self.rows, self.where)
         starts = self._latest_starts()
         for row in result:
             qid = str(row["quantum_id"])
-            attempt = int(row["attempts"] or 0)
+            attempt = row["attempts"] if type(row["attempts"]) is int else 0  # verify: bad
             host, pid = starts.get(qid, (None, None))
             lease = leases.get(qid)
             if lease is not None and lease.attempt != attempt:
