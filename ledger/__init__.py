@@ -36,6 +36,7 @@ from .errors import (
     SchemaTooOldError,
     StorageClassError,
     TamperedError,
+    UnknownAttemptError,
     UnknownQuantumError,
     UnpredictedOutputError,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "StorageClassError",
     "StoredFileInfo",
     "TamperedError",
+    "UnknownAttemptError",
     "UnknownQuantumError",
     "UnpredictedOutputError",
     "VerifyReport",

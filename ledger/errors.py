@@ -45,6 +45,7 @@ __all__ = [
     "SchemaTooOldError",
     "StorageClassError",
     "TamperedError",
+    "UnknownAttemptError",
     "UnknownQuantumError",
     "UnpredictedOutputError",
 ]
@@ -120,6 +121,10 @@ class LedgerBusyError(LedgerError):
 
 class UnknownQuantumError(LedgerError, LookupError):
     """The ledger holds no quantum with that id, or several when one was implied."""
+
+
+class UnknownAttemptError(LedgerError, LookupError):
+    """A quantum has no such attempt (``replay(attempt=5)`` of a quantum run twice)."""
 
 
 class IngestConflictError(LedgerError):

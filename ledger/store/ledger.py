@@ -30,6 +30,7 @@ from ..errors import (
     MalformedRowError,
     OutOfRangeError,
     PathEscapeError,
+    UnknownAttemptError,
     UnknownQuantumError,
 )
 from ..events import Event, EventRow, canonical_json, row_to_event
@@ -407,6 +408,7 @@ class Ledger:
             where.append("dataset_id = ?")
             params.append(str(uuid.UUID(str(dataset_id))))
         if attempt is not None:
+            self.check_attempt(qid, attempt)
             where.append("attempt = ?")
             params.append(_sql_int(attempt, "attempt"))
         self._until(until, where, params, qid)
@@ -492,6 +494,7 @@ class Ledger:
         where = ["quantum_id = ?"]
         params: list[Any] = [qid]
         if attempt is not None:
+            self.check_attempt(qid, attempt)
             where.append("attempt = ?")
             params.append(_sql_int(attempt, "attempt"))
         self._until(until, where, params, qid)
@@ -519,6 +522,42 @@ class Ledger:
                 raise
             raise bad from e
         return fold
+
+    def check_attempt(self, quantum_id: str | None, attempt: int) -> None:
+        """Refuse an attempt the quantum (or, with None, every quantum) never made.
+
+        Raises:
+            UnknownAttemptError: ``attempt`` is not one of the recorded attempts.
+            OutOfRangeError: ``attempt`` is past what any ledger holds.
+        """
+        number = _sql_int(attempt, "attempt")
+        sql = "SELECT MIN(attempt), MAX(attempt) FROM events"
+        params: list[Any] = []
+        if quantum_id is not None:
+            sql += " WHERE quantum_id = ?"
+            params.append(quantum_id)
+        ((low, high),) = self.rows(sql, params)
+        if low is not None and (type(low) is not int or type(high) is not int):
+            return  # a damaged row: the read that follows names it (verify reports it)
+        if low is not None and low <= number <= high:
+            return
+        if quantum_id is None:
+            has = (
+                "no events yet"
+                if low is None
+                else f"attempts {low}..{high} in its quanta; give one of those, or none"
+            )
+            raise UnknownAttemptError(f"{self.where} has {has}: there is no attempt {number}")
+        if low is None:
+            raise UnknownAttemptError(
+                f"{self.where}: quantum {quantum_id} has no attempt recorded yet, so no "
+                f"attempt {number}"
+            )
+        span = f"attempt {low} only" if low == high else f"attempts {low}..{high}"
+        raise UnknownAttemptError(
+            f"{self.where}: quantum {quantum_id} has {span}; there is no attempt {number} "
+            "(give one of those, or none)"
+        )
 
     def _one_quantum(self) -> bool:
         """Whether the ledger holds a single quantum."""
