@@ -5,17 +5,27 @@
 datastore records; `lineage` walks producers and readers with recursive SQL.
 """
 
-from .ingest import SOURCE_SUFFIXES, IngestReport, SourceProblem, expand_sources, ingest
+from .ingest import (
+    SOURCE_SUFFIXES,
+    DuplicateProducers,
+    IngestReport,
+    Producer,
+    SourceProblem,
+    expand_sources,
+    ingest,
+)
 from .lineage import Lineage, LineageDataset, LineageEdge, LineageQuantum, lineage
 from .transfer import TransferReport, collect_and_transfer
 
 __all__ = [
     "SOURCE_SUFFIXES",
+    "DuplicateProducers",
     "IngestReport",
     "Lineage",
     "LineageDataset",
     "LineageEdge",
     "LineageQuantum",
+    "Producer",
     "SourceProblem",
     "TransferReport",
     "collect_and_transfer",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import json
 import multiprocessing
 import os
 import signal
@@ -52,11 +53,14 @@ from ..store.log import is_sqlite_target, lock_event_order, sqlite_path, transla
 from ..store.schema import events, ingests, quanta
 from ..store.validate import dataset_problem, event_problem, quanta_problem, show
 from ..store.verify import ChainChecker, dataset_columns, quanta_columns
+from .producers import several_producers
 from .target import check_central, chunks, open_target, placeholders
 
 __all__ = [
     "SOURCE_SUFFIXES",
+    "DuplicateProducers",
     "IngestReport",
+    "Producer",
     "SourceProblem",
     "expand_sources",
     "ingest",
@@ -86,8 +90,50 @@ class SourceProblem(BaseModel):
     message: str
 
 
+class Producer(BaseModel):
+    """A quantum that actually wrote a dataset, and the ledger file its events came from."""
+
+    quantum_id: str
+    task_label: str | None = None
+    #: The source file of the events holding its ``put`` (None: recorded in the target itself).
+    source: str | None = None
+
+    def describe(self) -> str:
+        """``quantum ID (task, from FILE)`` for a warning line."""
+        where = f"from {self.source}" if self.source else "recorded in the target itself"
+        return f"quantum {self.quantum_id} ({self.task_label or 'unknown task'}, {where})"
+
+
+class DuplicateProducers(BaseModel):
+    """A dataset that more than one quantum actually wrote: a fact ingest reports, not refuses.
+
+    Lineage then shows both producers (and marks the dataset "2 producers").
+    """
+
+    dataset_id: str
+    dataset_type: str | None = None
+    data_id: dict[str, Any] = {}
+    run: str | None = None
+    producers: list[Producer]
+
+    def message(self) -> str:
+        """One line naming the dataset and every producer with its source."""
+        data_id = " ".join(f"{k}={v}" for k, v in self.data_id.items())
+        what = " ".join(x for x in (self.dataset_type, data_id) if x)
+        named = [p.describe() for p in self.producers]
+        listed = ", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1 else named[0]
+        return (
+            f"dataset {what} run={self.run} ({self.dataset_id}) has {len(self.producers)} "
+            f"producers: {listed}; lineage shows each"
+        )
+
+
 class IngestReport(BaseModel):
-    """What an ingest did: counts, problems, and the target's high-water mark after it."""
+    """What an ingest did: counts, problems, and the target's high-water mark after it.
+
+    ``duplicate_producers`` lists the datasets that this ingest made (or found)
+    written by more than one quantum; they are ingested all the same.
+    """
 
     target: str
     sources: int = 0
@@ -97,6 +143,7 @@ class IngestReport(BaseModel):
     events: int = 0
     datasets: int = 0
     problems: list[SourceProblem] = []
+    duplicate_producers: list[DuplicateProducers] = []
     seconds: float = 0.0
     high_water_mark: int = 0
 
@@ -109,11 +156,13 @@ class IngestReport(BaseModel):
         """One line for people."""
         rate = self.sources / self.seconds if self.seconds > 0 else 0.0
         problems = f", {len(self.problems)} not ingested" if self.problems else ""
+        n = len(self.duplicate_producers)
+        twice = f"; {n:,} dataset{'s' * (n != 1)} with several producers" if n else ""
         return (
             f"{self.sources:,} ledgers read in {self.seconds:.1f} s ({rate:,.0f}/s): "
             f"{self.ingested:,} added {self.events:,} events of {self.quanta:,} quanta and "
             f"{self.datasets:,} dataset rows, {self.unchanged:,} were there already{problems}; "
-            f"{self.target} is at seq {self.high_water_mark:,}"
+            f"{self.target} is at seq {self.high_water_mark:,}{twice}"
         )
 
 
@@ -467,6 +516,7 @@ class _Tally:
     events: int = 0
     datasets: int = 0
     problems: list[SourceProblem] = field(default_factory=list)
+    duplicates: list[DuplicateProducers] = field(default_factory=list)
 
     def apply(self, report: IngestReport, seen: set[str]) -> None:
         seen |= self.quanta
@@ -476,6 +526,12 @@ class _Tally:
         report.events += self.events
         report.datasets += self.datasets
         report.problems.extend(self.problems)
+        known = {d.dataset_id: n for n, d in enumerate(report.duplicate_producers)}
+        for found in self.duplicates:  # a later batch may add a third producer: keep the latest
+            if found.dataset_id in known:
+                report.duplicate_producers[known[found.dataset_id]] = found
+            else:
+                report.duplicate_producers.append(found)
 
 
 def _write(engine: Engine, batch: _Batch, report: IngestReport, where: str, seen: set[str]) -> None:
@@ -573,7 +629,67 @@ def _write_sources(engine: Engine, sources: Sequence[_Source], where: str) -> _T
                     f"VALUES ({placeholders(conn, len(columns))})",
                     rows,
                 )
+        # new_events rows are EVENT_COLUMNS less seq: kind, dataset_id, outcome at 4, 5, 6
+        written = {r[5] for r in new_events if r[4] == "put" and r[6] == "ok" and r[5] is not None}
+        if written:
+            tally.duplicates = _duplicate_producers(conn, written)
+            for found in tally.duplicates:
+                _log.info("dataset with several producers", message=found.message())
     return tally
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """A data ID's JSON text as a dict ({} for what is not one: a message never fails)."""
+    try:
+        loaded = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _duplicate_producers(conn: Connection, dataset_ids: set[str]) -> list[DuplicateProducers]:
+    """Of the datasets this transaction wrote, those more than one quantum actually wrote."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+    def query(sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        return list(conn.exec_driver_sql(sql.replace("?", mark), tuple(params)))
+
+    several = several_producers(query, conn.dialect.name, dataset_ids)
+    found = []
+    for did, qids in sorted(several.items()):
+        rows = query(
+            "SELECT dataset_type, data_id, run FROM datasets WHERE dataset_id = ? AND "
+            "role = 'output' LIMIT 1",
+            [did],
+        )
+        dataset_type, data_id, run = rows[0] if rows else (None, None, None)
+        producers = []
+        for qid in qids:
+            task = query("SELECT task_label FROM quanta WHERE quantum_id = ?", [qid])
+            source = query(
+                "SELECT i.source FROM ingests i WHERE i.quantum_id = ? AND i.first_quantum_seq <= "
+                "(SELECT MAX(e.quantum_seq) FROM events e WHERE e.quantum_id = ? AND "
+                "e.dataset_id = ? AND e.kind = 'put' AND e.outcome = 'ok') "
+                "ORDER BY i.first_quantum_seq DESC LIMIT 1",
+                [qid, qid, did],
+            )
+            producers.append(
+                Producer(
+                    quantum_id=qid,
+                    task_label=task[0][0] if task else None,
+                    source=source[0][0] if source else None,
+                )
+            )
+        found.append(
+            DuplicateProducers(
+                dataset_id=did,
+                dataset_type=dataset_type,
+                data_id=_json_object(data_id),
+                run=run,
+                producers=producers,
+            )
+        )
+    return found
 
 
 def _existing(

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from ..errors import DatasetNotFoundError, InvalidParameterError, OutOfRangeError
 from ..store.ledger import Ledger
 from ..store.validate import data_id_value, show
+from .producers import actual_producers, purge_sql
 from .target import chunks
 
 __all__ = ["Lineage", "LineageDataset", "LineageEdge", "LineageQuantum", "lineage", "lineage_sql"]
@@ -57,11 +58,7 @@ def lineage_sql(direction: Direction, dialect: str, *, limited: bool) -> str:
     # them on any graph, cycles included; `lineage` then measures depths from the edges.
     step_depth = "c.depth + 1" if limited else "0"
     walk_step = "w.depth + 1" if limited else "1"
-    purge = (
-        "(e.detail::jsonb ->> 'purge') = 'true'"
-        if dialect == "postgresql"
-        else "json_extract(e.detail, '$.purge') = 1"
-    )
+    purge = purge_sql(dialect)
     near_rel, far_rel = ("output", "input") if upstream else ("input", "output")
     # SQLite: CROSS JOIN keeps the join order as written (the walk's few rows first).
     join = "CROSS JOIN" if dialect == "sqlite" else "JOIN"
@@ -148,17 +145,24 @@ def _role(side: str, alias: str | None = None) -> str:
 
 
 class LineageDataset(BaseModel):
-    """A dataset in a lineage graph (type, data ID and run as its quanta predicted them)."""
+    """A dataset in a lineage graph (type, data ID and run as its quanta predicted them).
+
+    ``producers`` lists every quantum of the ledger that actually wrote it, in
+    the graph or not; more than one means the dataset was made twice (ingest
+    warns about it), and the label says so.
+    """
 
     dataset_id: str
     dataset_type: str | None = None
     run: str | None = None
     data_id: dict[str, Any] = {}
+    producers: list[str] = []
 
     def label(self) -> str:
         data_id = ", ".join(f"{k}={v}" for k, v in self.data_id.items())
         kind = self.dataset_type or "(unknown to this ledger)"
-        return f"{kind}({data_id}) {self.dataset_id} run={self.run}"
+        several = f" ({len(self.producers)} producers)" if len(self.producers) > 1 else ""
+        return f"{kind}({data_id}) {self.dataset_id} run={self.run}{several}"
 
 
 class LineageQuantum(BaseModel):
@@ -366,6 +370,9 @@ def _datasets(ledger: Ledger, ids: list[str]) -> dict[str, LineageDataset]:
                 run=run,
                 data_id=data_id_value(data_id, ledger.where, f"the datasets row of {show(did)}"),
             )
+    for did, producers in actual_producers(ledger.rows, ledger.dialect, ids).items():
+        if producers:
+            found[did] = found[did].model_copy(update={"producers": producers})
     return found
 
 

@@ -121,6 +121,8 @@ def ingest_command(
         )
     for problem in report.problems:
         click.echo(f"qledger: {problem.kind}: {one_line(problem.message)}", err=True)
+    for twice in report.duplicate_producers:  # a fact to know, not a failure: exit code stays
+        click.echo(f"qledger: warning: {one_line(twice.message())}", err=True)
     click.echo(report.summary())
     if any(p.kind == "unreadable" for p in report.problems):
         ctx.exit(EXIT_BAD_INPUT)
