@@ -43,6 +43,7 @@ __all__ = [
     "QueryTimeoutError",
     "SchemaTooNewError",
     "SchemaTooOldError",
+    "SettingsError",
     "StorageClassError",
     "TamperedError",
     "UnknownAttemptError",
@@ -165,6 +166,10 @@ class OverwriteRefusedError(LedgerError):
 
 class OutOfRangeError(LedgerError, ValueError):
     """A number beyond what a ledger can hold (a quantum_seq, attempt or seq past 2**63 - 1)."""
+
+
+class SettingsError(LedgerError, ValueError):
+    """A ``QLEDGER_*`` environment variable or the qledger config file holds what cannot be used."""
 
 
 class InvalidHeadError(LedgerError, ValueError):

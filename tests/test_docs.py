@@ -24,8 +24,9 @@ from ledger.testing import run_pipeline
 #: The fence languages the pages may use. Examples (python, sql, console) are run
 #: below; text is output shown beside an example; bash is the README's two commands
 #: and commands to adapt (a server's address, your own files), which show no output;
-#: postgresql is SQL for a PostgreSQL server (tests/test_security.py runs it there).
-_LANGUAGES = {"python", "sql", "console", "bash", "text", "yaml", "postgresql"}
+#: postgresql is SQL for a PostgreSQL server (tests/test_security.py runs it there);
+#: toml is a qledger config file (tests/test_settings.py loads it).
+_LANGUAGES = {"python", "sql", "console", "bash", "text", "yaml", "postgresql", "toml"}
 
 
 def _name(path: Path) -> str:

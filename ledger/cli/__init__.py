@@ -23,7 +23,13 @@ from sqlalchemy.exc import DBAPIError
 
 from .._logging import LOGGER_NAME
 from .._version import __version__
-from ..errors import LedgerError, LedgerNotFoundError, LedgerUnavailableError, NotALedgerError
+from ..errors import (
+    LedgerError,
+    LedgerNotFoundError,
+    LedgerUnavailableError,
+    NotALedgerError,
+    SettingsError,
+)
 from ..export import export_jsonl, export_prov
 from ..store import connect, migrate
 from ..store.ledger import Ledger
@@ -42,6 +48,7 @@ from ._common import (
     stdout_reader_gone,
     write_output,
 )
+from ._config import load_settings, remember, set_envvars
 from ._inspect import events, head, replay, show
 from ._sql import sql
 
@@ -53,8 +60,26 @@ class _Group(click.Group):
 
     ``--debug`` prints the traceback too, and keeps the exit code. A reader of
     stdout that leaves early (``qledger events L --json | head -1``) ends the
-    command quietly with exit code 0, as ripgrep does.
+    command quietly with exit code 0, as ripgrep does. Option defaults come
+    from the environment and the config file (see `ledger.cli._config`).
     """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            settings = load_settings(self)
+        except SettingsError as e:
+            raise Failure(str(e)) from e
+        if settings.default_map:
+            extra.setdefault("default_map", settings.default_map)
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        remember(ctx, settings)
+        return ctx
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -159,6 +184,12 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     A ledger is the SQLite file (or database URL) in which a QuantumBackedButler
     recorded every call of a quantum. Inspecting commands never change it.
     Exit codes: 0 ok, 1 a check found a problem, 2 bad usage or input, 3 a bug.
+
+    Settings: the command line, else the environment (QLEDGER_CENTRAL: the
+    central ledger for ingest, lineage, watch and report when given none;
+    QLEDGER_<COMMAND>_<OPTION>, e.g. QLEDGER_INGEST_JOBS=4), else the config
+    file ($QLEDGER_CONFIG, or ~/.config/qledger/config.toml), else defaults.
+    Shell completion: eval "$(_QLEDGER_COMPLETE=bash_source qledger)".
 
     \b
     Example:
@@ -304,3 +335,4 @@ for _command in (
     report_command,
 ):
     main.add_command(_command)
+set_envvars(main)

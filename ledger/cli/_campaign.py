@@ -29,12 +29,14 @@ from ..store.migrate import one_line
 from ._common import (
     STATUS_STYLE,
     Failure,
+    complete_path,
     fmt_time,
     make_console,
     resolve_id,
     short_id,
     write_output,
 )
+from ._config import central_target, no_central
 
 __all__ = ["report_command", "watch_command"]
 
@@ -136,7 +138,7 @@ def _echo(text: str) -> None:
 
 
 @click.command("watch")
-@click.argument("target", metavar="CENTRAL|DIR")
+@click.argument("target", metavar="[CENTRAL|DIR]", required=False, shell_complete=complete_path)
 @click.option("--once", is_flag=True, help="Read what is there now, show it once, and exit.")
 @click.option(
     "--json",
@@ -168,7 +170,7 @@ def _echo(text: str) -> None:
     help="How many of the last failures to show.",
 )
 def watch_command(
-    target: str,
+    target: str | None,
     once: bool,
     as_json: bool,
     interval: float,
@@ -183,7 +185,8 @@ def watch_command(
     On a terminal the view redraws in place; otherwise (a pipe, a log) a line
     is printed when something changed, and one per failure. Ctrl-C stops it
     (exit 0). The rate counts quanta that ended per minute over the last 5
-    minutes of recorded time.
+    minutes of recorded time. Without an argument, QLEDGER_CENTRAL (or
+    central in the config file) is watched.
 
     \b
     Example:
@@ -192,7 +195,7 @@ def watch_command(
         qledger watch postgresql+psycopg://user@host/db --until-idle 600 > watch.log
     """
     state = CampaignState(keep_failures=keep_failures)
-    source = open_source(target)
+    source = open_source(_central_or(target, "watch"))
     try:
         if once:
             source.poll(state)
@@ -273,8 +276,18 @@ def _watch(
 # --- report -----------------------------------------------------------------------------
 
 
+def _central_or(target: str | None, what: str) -> str:
+    """``target``, or the central ledger the environment or config file names."""
+    if target is not None:
+        return target
+    central = central_target()
+    if central is None:
+        raise Failure(no_central(what))
+    return central
+
+
 @click.command("report")
-@click.argument("target", metavar="CENTRAL")
+@click.argument("target", metavar="[CENTRAL]", required=False, shell_complete=complete_path)
 @click.option(
     "--output",
     "-o",
@@ -306,7 +319,7 @@ def _watch(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def report_command(
-    target: str,
+    target: str | None,
     output: str | None,
     lineage_dataset: str | None,
     max_nodes: int,
@@ -322,12 +335,14 @@ def report_command(
     nothing outside itself and runs no script. CENTRAL is a central ledger (a
     SQLite file or a PostgreSQL URL) or any one ledger; for a folder of ledger
     files, ingest them first. Needs the report extra (Jinja2, grandalf).
+    Without CENTRAL, QLEDGER_CENTRAL (or central in the config file) is used.
 
     \b
     Example:
         qledger report central.sqlite -o report.html
         qledger report central.sqlite -o report.html --lineage 8c47767b --json
     """
+    target = _central_or(target, "report")
     if os.path.isdir(target):
         raise Failure(
             f"{target} is a folder: report reads one ledger database; ingest the folder first "

@@ -14,14 +14,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..central import expand_sources, ingest, lineage
 from ..store.ledger import Ledger
 from ..store.migrate import one_line
-from ._common import EXIT_BAD_INPUT, EXIT_PROBLEM, Failure, resolve_id, write_output
+from ._common import (
+    EXIT_BAD_INPUT,
+    EXIT_PROBLEM,
+    Failure,
+    complete_path,
+    resolve_id,
+    write_output,
+)
+from ._config import CENTRAL_ENV, central_target, no_central
 
 __all__ = ["ingest_command", "lineage_command"]
 
 
 @click.command("ingest")
-@click.argument("target", metavar="TARGET")
-@click.argument("ledgers", nargs=-1, metavar="[LEDGER|DIR]...")
+@click.argument(
+    "arguments", nargs=-1, metavar="[TARGET] LEDGER|DIR...", shell_complete=complete_path
+)
 @click.option(
     "--from-list",
     "from_list",
@@ -60,8 +69,7 @@ __all__ = ["ingest_command", "lineage_command"]
 @click.pass_context
 def ingest_command(
     ctx: click.Context,
-    target: str,
-    ledgers: tuple[str, ...],
+    arguments: tuple[str, ...],
     from_list: IO[str] | None,
     no_verify: bool,
     batch_size: int,
@@ -80,16 +88,25 @@ def ingest_command(
     when one was refused (tampered, conflicting, or its rows refused by the
     database), 2 when one could not be read. A TARGET that is a butler's ledger
     file (it holds quanta, and ingest did not create it) is refused unless
-    --into-existing: ingest appends for good.
+    --into-existing: ingest appends for good. TARGET may be left out when
+    QLEDGER_CENTRAL (or central in the config file) names the central ledger:
+    a single LEDGER|DIR (or none, with --from-list) then goes there; with two
+    or more arguments the first is always TARGET.
 
     \b
     Example:
         qledger ingest central.sqlite ledgers/
         qledger ingest postgresql+psycopg://user@host/db --from-list ledgers.txt
+        QLEDGER_CENTRAL=central.sqlite qledger ingest ledgers/
     """
+    target, ledgers = _target_and_sources(arguments, from_list is not None)
     sources = expand_sources(ledgers, from_list or ())
     if not sources:
-        raise Failure("no ledgers to ingest: give files, directories or --from-list FILE")
+        alone = f"; {arguments[0]} was taken as TARGET ({CENTRAL_ENV} is not set)"
+        raise Failure(
+            "no ledgers to ingest: give files, directories or --from-list FILE"
+            + (alone if len(arguments) == 1 and from_list is None else "")
+        )
     stderr = Console(stderr=True, markup=False, highlight=False)
     with Progress(
         TextColumn("ingesting"),
@@ -130,9 +147,25 @@ def ingest_command(
         ctx.exit(EXIT_PROBLEM)
 
 
+def _target_and_sources(arguments: tuple[str, ...], listed: bool) -> tuple[str, tuple[str, ...]]:
+    """Ingest's TARGET and sources: TARGET first, unless one argument (or none) and a central.
+
+    Raises:
+        Failure: no TARGET given and none set.
+    """
+    if len(arguments) >= 2 or (len(arguments) == 1 and listed):
+        return arguments[0], arguments[1:]
+    central = central_target()
+    if central is not None:
+        return central, arguments
+    if arguments:  # today's reading: the one argument is TARGET (and there is nothing to ingest)
+        return arguments[0], ()
+    raise Failure(no_central("ingest"))
+
+
 @click.command("lineage")
-@click.argument("target", metavar="TARGET")
-@click.argument("dataset_id", metavar="DATASET_ID")
+@click.argument("target", metavar="[TARGET]", shell_complete=complete_path)
+@click.argument("dataset_id", metavar="DATASET_ID", required=False)
 @click.option("--downstream", is_flag=True, help="Walk to what read it, not to what made it.")
 @click.option(
     "--depth", type=click.IntRange(min=1), metavar="N", help="At most N levels of quanta."
@@ -149,7 +182,7 @@ def ingest_command(
 @click.option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
 def lineage_command(
     target: str,
-    dataset_id: str,
+    dataset_id: str | None,
     downstream: bool,
     depth: int | None,
     fmt: str,
@@ -162,13 +195,19 @@ def lineage_command(
     what they wrote, and so on. Only actual inputs (read and used) and actual
     outputs (written) count: datasets only predicted are not edges.
     DATASET_ID may be the first characters of the id. Works on any ledger;
-    most useful on a central one.
+    most useful on a central one. Without TARGET, QLEDGER_CENTRAL (or central
+    in the config file) is asked.
 
     \b
     Example:
         qledger lineage central.sqlite 3f2a9c1e
         qledger lineage central.sqlite 3f2a9c1e --downstream --format dot | dot -Tsvg > l.svg
     """
+    if dataset_id is None:  # one argument: the dataset, in the central ledger
+        dataset_id, central = target, central_target()
+        if central is None:
+            raise Failure(no_central("lineage"))
+        target = central
     with Ledger.open(target) as led:
         full = resolve_id(led, dataset_id, "datasets", "dataset_id", "dataset")
         assert full is not None

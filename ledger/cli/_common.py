@@ -244,7 +244,16 @@ def resolve_quantum(led: Ledger, value: str | None) -> str | None:
     return resolve_id(led, value, "quanta", "quantum_id", "quantum")
 
 
-ledger_argument = click.argument("ledger", metavar="LEDGER")
+def complete_path(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    """Shell completion of a ledger argument: files and folders (a URL is typed out)."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="file")]
+
+
+ledger_argument = click.argument("ledger", metavar="LEDGER", shell_complete=complete_path)
 quantum_option = click.option(
     "--quantum",
     "-q",

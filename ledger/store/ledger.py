@@ -407,8 +407,7 @@ class Ledger:
         if dataset_id is not None:
             where.append("dataset_id = ?")
             params.append(str(uuid.UUID(str(dataset_id))))
-        if attempt is not None:
-            self.check_attempt(qid, attempt)
+        if attempt is not None:  # a filter: an attempt no quantum made matches nothing
             where.append("attempt = ?")
             params.append(_sql_int(attempt, "attempt"))
         self._until(until, where, params, qid)
@@ -494,7 +493,7 @@ class Ledger:
         where = ["quantum_id = ?"]
         params: list[Any] = [qid]
         if attempt is not None:
-            self.check_attempt(qid, attempt)
+            self._check_attempt(qid, attempt)
             where.append("attempt = ?")
             params.append(_sql_int(attempt, "attempt"))
         self._until(until, where, params, qid)
@@ -523,31 +522,21 @@ class Ledger:
             raise bad from e
         return fold
 
-    def check_attempt(self, quantum_id: str | None, attempt: int) -> None:
-        """Refuse an attempt the quantum (or, with None, every quantum) never made.
+    def _check_attempt(self, quantum_id: str, attempt: int) -> None:
+        """Refuse an attempt the quantum never made.
 
         Raises:
-            UnknownAttemptError: ``attempt`` is not one of the recorded attempts.
+            UnknownAttemptError: ``attempt`` is not one of the quantum's attempts.
             OutOfRangeError: ``attempt`` is past what any ledger holds.
         """
         number = _sql_int(attempt, "attempt")
-        sql = "SELECT MIN(attempt), MAX(attempt) FROM events"
-        params: list[Any] = []
-        if quantum_id is not None:
-            sql += " WHERE quantum_id = ?"
-            params.append(quantum_id)
-        ((low, high),) = self.rows(sql, params)
+        ((low, high),) = self.rows(
+            "SELECT MIN(attempt), MAX(attempt) FROM events WHERE quantum_id = ?", [quantum_id]
+        )
         if low is not None and (type(low) is not int or type(high) is not int):
             return  # a damaged row: the read that follows names it (verify reports it)
         if low is not None and low <= number <= high:
             return
-        if quantum_id is None:
-            has = (
-                "no events yet"
-                if low is None
-                else f"attempts {low}..{high} in its quanta; give one of those, or none"
-            )
-            raise UnknownAttemptError(f"{self.where} has {has}: there is no attempt {number}")
         if low is None:
             raise UnknownAttemptError(
                 f"{self.where}: quantum {quantum_id} has no attempt recorded yet, so no "
