@@ -84,7 +84,8 @@ def test_without_a_central_an_omitted_target_is_one_error_line(tmp_path: Path) -
         result = run(*args)
         assert result.exit_code == 2, (args, result.output)
         (line,) = result.stderr.splitlines()
-        assert line.startswith("qledger: error: ") and "QLEDGER_CENTRAL" in line, line
+        assert line.startswith("qledger: error: "), line
+        assert "QLEDGER_CENTRAL" in line, line
     alone = run("ingest", tmp_path / "central.sqlite")
     assert alone.exit_code == 2
     assert "no ledgers to ingest" in alone.stderr
@@ -125,7 +126,8 @@ def test_option_defaults_command_line_then_environment_then_config_file(tmp_path
     from_env = run("events", ledger, env=env)
     assert from_env.exit_code == 0, from_env.output
     assert not from_env.stdout.startswith("{")
-    assert " put " in from_env.stdout and "quantum_started" not in from_env.stdout
+    assert " put " in from_env.stdout
+    assert "quantum_started" not in from_env.stdout
     from_line = run("events", ledger, "--json", "--kind", "get", env=env)
     assert [json.loads(line)["kind"] for line in from_line.stdout.splitlines()] == ["get"]
     env = {"QLEDGER_SHOW_JSON": "1"}
@@ -173,7 +175,8 @@ def test_qledger_config_naming_a_missing_file_is_an_error(tmp_path: Path) -> Non
     """QLEDGER_CONFIG must name a file: one line saying so, exit 2."""
     result = run("show", "x.ledger", env={"QLEDGER_CONFIG": str(tmp_path / "nope.toml")})
     assert result.exit_code == 2
-    assert "QLEDGER_CONFIG names" in result.stderr and "not a file" in result.stderr
+    assert "QLEDGER_CONFIG names" in result.stderr
+    assert "not a file" in result.stderr
 
 
 def test_options_that_write_are_taken_from_the_command_line_only(tmp_path: Path) -> None:
@@ -189,7 +192,8 @@ def test_options_that_write_are_taken_from_the_command_line_only(tmp_path: Path)
     env = {"QLEDGER_RECOVER_ADOPT": "1", "QLEDGER_RECOVER_FORCE": "1"}
     result = run("recover", ledger, "--datastore", fixture.root, env=env)
     assert result.exit_code == 1, result.output
-    assert "orphans" in result.stdout and "adopted" not in result.stdout
+    assert "orphans" in result.stdout
+    assert "adopted" not in result.stdout
     assert hashlib.sha256(ledger.read_bytes()).hexdigest() == before
     env = {"QLEDGER_RECOVER_REMOVE": "1"}
     assert run("recover", ledger, "--datastore", fixture.root, env=env).exit_code == 1
