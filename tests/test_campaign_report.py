@@ -10,6 +10,7 @@ import html as html_lib
 import json
 import re
 import shutil
+import sqlite3
 import struct
 import subprocess
 from html.parser import HTMLParser
@@ -182,6 +183,23 @@ def test_report_shows_edited_rows_as_text(central: str, tmp_path: Path) -> None:
     assert "<script" not in html
     assert "&lt;/pre&gt;&lt;script&gt;x()&lt;/script&gt;" in html
     assert "{not json" in html
+
+
+def test_report_never_trusts_the_files_own_status_view(central: str, tmp_path: Path) -> None:
+    """A central ledger whose quantum_status calls everything succeeded still reports failures."""
+    target = tmp_path / "lying.sqlite"
+    shutil.copy(central, target)
+    conn = sqlite3.connect(target, isolation_level=None)
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'quantum_status'").fetchone()
+    conn.execute("DROP VIEW quantum_status")
+    conn.execute(sql[: sql.index("CASE WHEN")] + "'succeeded' " + sql[sql.index("AS status") :])
+    conn.close()
+    with Ledger.open(target) as led:
+        lying = {s for (s,) in led.rows("SELECT DISTINCT status FROM quantum_status")}
+        report = build_report(led)
+    assert lying == {"succeeded"}
+    assert report.totals == {"succeeded": 13, "failed": 2, "interrupted": 1}
+    assert len(report.failed) == 2
 
 
 def test_report_lineage_option_takes_an_id_prefix(

@@ -138,12 +138,12 @@ def _in_list(led: Ledger, sql: str, ids: Sequence[str]) -> Iterator[tuple[Any, .
 
 
 def _tasks(led: Ledger) -> tuple[list[str], list[TaskRow]]:
-    """Status per task from the ``quantum_status`` view (statuses it knows beyond ours too)."""
+    """Status per task, by the shipped ``quantum_status`` definition (never the file's view)."""
     by_task: dict[str, TaskRow] = {}
     statuses = list(STATUSES)
     for task, status, n, retried in led.rows(
         "SELECT task_label, status, COUNT(*), SUM(CASE WHEN attempts > 1 THEN 1 ELSE 0 END) "
-        "FROM quantum_status GROUP BY task_label, status"
+        f"FROM {led.shipped_view('quantum_status')} GROUP BY task_label, status"
     ):
         if status not in statuses:
             statuses.append(status)
@@ -161,7 +161,12 @@ def _tasks(led: Ledger) -> tuple[list[str], list[TaskRow]]:
 
 def _ended_badly(led: Ledger, status: str, max_items: int) -> tuple[list[FailedQuantum], int]:
     """Failed (with tracebacks) or interrupted quanta, oldest first, at most ``max_items``."""
-    (n,) = next(led.rows("SELECT COUNT(*) FROM quantum_status WHERE status = ?", [status]))
+    (n,) = next(
+        led.rows(
+            f"SELECT COUNT(*) FROM {led.shipped_view('quantum_status')} WHERE status = ?",
+            [status],
+        )
+    )
     found = [
         FailedQuantum(
             quantum_id=str(qid),
@@ -176,7 +181,8 @@ def _ended_badly(led: Ledger, status: str, max_items: int) -> tuple[list[FailedQ
         for qid, task, data_id, attempts, started_at, ended_at, error_type, error_message in (
             led.rows(
                 "SELECT quantum_id, task_label, data_id, attempts, started_at, ended_at, "
-                "error_type, error_message FROM quantum_status WHERE status = ? "
+                "error_type, error_message "
+                f"FROM {led.shipped_view('quantum_status')} WHERE status = ? "
                 "ORDER BY COALESCE(ended_at, started_at), quantum_id LIMIT ?",
                 [status, max_items],
             )
@@ -197,7 +203,9 @@ def _ended_badly(led: Ledger, status: str, max_items: int) -> tuple[list[FailedQ
 
 def _retried(led: Ledger, max_items: int) -> tuple[list[RetriedQuantum], int]:
     """Quanta with more than one attempt, and how each attempt ended."""
-    (n,) = next(led.rows("SELECT COUNT(*) FROM quantum_status WHERE attempts > 1"))
+    (n,) = next(
+        led.rows(f"SELECT COUNT(*) FROM {led.shipped_view('quantum_status')} WHERE attempts > 1")
+    )
     quanta = {
         str(qid): RetriedQuantum(
             quantum_id=str(qid),
@@ -207,7 +215,8 @@ def _retried(led: Ledger, max_items: int) -> tuple[list[RetriedQuantum], int]:
             attempts=[],
         )
         for qid, task, data_id, status in led.rows(
-            "SELECT quantum_id, task_label, data_id, status FROM quantum_status "
+            "SELECT quantum_id, task_label, data_id, status "
+            f"FROM {led.shipped_view('quantum_status')} "
             "WHERE attempts > 1 ORDER BY started_at, quantum_id LIMIT ?",
             [max_items],
         )
@@ -250,7 +259,8 @@ def _choose_dataset(led: Ledger) -> tuple[str, str] | None:
     """
     fallback: str | None = None
     for (qid,) in led.rows(
-        "SELECT quantum_id FROM quantum_status WHERE status = 'succeeded' "
+        f"SELECT quantum_id FROM {led.shipped_view('quantum_status')} "
+        "WHERE status = 'succeeded' "
         "ORDER BY started_at DESC, quantum_id LIMIT 50"
     ):
         written = [
@@ -306,6 +316,13 @@ def build_report(
     """
     if max_nodes < 1 or max_items < 1:
         raise InvalidParameterError("max_nodes and max_items must be at least 1")
+    with led.snapshot():  # one moment of a campaign still being ingested
+        return _build(led, lineage_dataset, max_nodes, max_items)
+
+
+def _build(
+    led: Ledger, lineage_dataset: str | uuid.UUID | None, max_nodes: int, max_items: int
+) -> CampaignReport:
     statuses, tasks = _tasks(led)
     totals = {s: sum(t.counts.get(s, 0) for t in tasks) for s in statuses}
     failed, n_failed = _ended_badly(led, "failed", max_items)

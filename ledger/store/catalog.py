@@ -11,10 +11,12 @@ revision (whitespace aside) and names each difference.
 from __future__ import annotations
 
 import functools
+import re
 import sqlite3
 from typing import TYPE_CHECKING
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from . import migrate
@@ -108,6 +110,119 @@ _PG_CENTRAL_TRIGGERS = {
 
 
 def _postgresql_problems(ledger: Ledger, revision: str) -> list[str]:
+    """On PostgreSQL: the views as shipped, and every append-only trigger in place."""
+    if revision not in migrate.known_revisions():
+        return []
+    return _postgresql_view_problems(ledger, revision) + _postgresql_trigger_problems(
+        ledger, revision
+    )
+
+
+@functools.cache
+def shipped_views(revision: str, dialect: str) -> dict[str, str]:
+    """View name -> the SELECT the migrations up to ``revision`` define it as, for ``dialect``.
+
+    Each migration that creates views says which through its ``views(dialect)``
+    function; a later revision's definition replaces an earlier one.
+    """
+    script = migrate.script_directory()
+    found: dict[str, str] = {}
+    for step in reversed(list(script.iterate_revisions(revision, "base"))):
+        views = getattr(step.module, "views", None)
+        for statement in views(dialect) if views is not None else ():
+            match = re.fullmatch(r"\s*CREATE VIEW (\w+) AS\s+(.*?)\s*", statement, re.DOTALL)
+            assert match is not None, f"revision {step.revision}: a view is CREATE VIEW x AS"
+            found[match.group(1)] = match.group(2)
+    return found
+
+
+def _postgresql_view_problems(ledger: Ledger, revision: str) -> list[str]:
+    """Each view whose definition is not the shipped one.
+
+    The server keeps a view as a parse tree and prints it back normalised
+    (``pg_get_viewdef``), so the ledger's view is compared with the shipped SQL
+    as the same server prints it: the shipped definition is created as a
+    temporary view in a transaction that is rolled back (nothing of the ledger
+    is written; it needs only the TEMP privilege every role has by default).
+    Where even that is refused (a read-only standby, a role without TEMP), the
+    views' rows are compared with the shipped definitions' rows instead: that
+    catches a view that lies about this ledger today, not one that would lie
+    about rows still to come.
+    """
+    expected = shipped_views(revision, "postgresql")
+    present = {
+        name
+        for (name,) in ledger.rows(
+            "SELECT relname FROM pg_class WHERE relkind = 'v' "
+            "AND relnamespace = current_schema()::regnamespace"
+        )
+    }
+    compared = {name: body for name, body in expected.items() if name in present}
+    try:
+        differs = _definitions_differ(ledger, compared)
+    except DBAPIError:
+        differs = {name: _rows_differ(ledger, name, body) for name, body in compared.items()}
+    problems = []
+    for name in sorted(expected):
+        if name not in present:
+            problems.append(
+                f"the view {name} that schema revision {revision} creates is missing "
+                f"({_consequence('view')})"
+            )
+        elif differs[name]:
+            problems.append(
+                f"the view {name} differs from the one schema revision {revision} creates "
+                f"({_consequence('view')})"
+            )
+    return problems
+
+
+def _definitions_differ(ledger: Ledger, views: dict[str, str]) -> dict[str, bool]:
+    """View name -> whether the server prints it differently from the shipped definition.
+
+    The server's printout is not always a fixed point: a view re-created from
+    it (as ``pg_dump`` restores views) may print with its casts moved. So the
+    printouts of the shipped view, of the view made from that printout, and so
+    on until it repeats, are all the shipped view.
+    """
+    result = {}
+    with ledger.server_connection() as conn:
+        try:
+            for name, body in views.items():
+                theirs = conn.execute(
+                    text(
+                        "SELECT pg_get_viewdef(to_regclass(quote_ident(current_schema()) "
+                        "|| '.' || quote_ident(:n)))"
+                    ),
+                    {"n": name},
+                ).scalar_one()
+                ours: list[str] = []
+                for step in range(4):
+                    temp = f"qledger_shipped_{name}_{step}"
+                    conn.execute(text(f"CREATE TEMP VIEW {temp} AS {body}"))
+                    printed = conn.execute(
+                        text("SELECT pg_get_viewdef(to_regclass('pg_temp.' || :t))"), {"t": temp}
+                    ).scalar_one()
+                    if printed in ours:
+                        break
+                    ours.append(printed)
+                    body = printed.rstrip().rstrip(";")
+                result[name] = theirs not in ours
+        finally:
+            conn.rollback()
+    return result
+
+
+def _rows_differ(ledger: Ledger, name: str, body: str) -> bool:
+    """Whether the view's rows differ from the shipped definition's, today."""
+    ((count,),) = ledger.rows(
+        f"SELECT COUNT(*) FROM ((SELECT * FROM {name} EXCEPT ALL ({body})) "
+        f"UNION ALL (({body}) EXCEPT ALL SELECT * FROM {name})) AS differing"
+    )
+    return bool(count)
+
+
+def _postgresql_trigger_problems(ledger: Ledger, revision: str) -> list[str]:
     """On PostgreSQL: every append-only trigger present, enabled, and calling our function."""
     found = {
         name: (enabled, function)

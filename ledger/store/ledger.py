@@ -38,7 +38,7 @@ from ..model import DatasetRef, DatasetType
 from ..provenance import ProvenanceFold, QuantumProvenanceData
 from ..quantum import Quantum
 from ..records import DatastoreRecordData, StoredFileInfo
-from . import connect, migrate
+from . import catalog, connect, migrate
 from .lease import all_leases, liveness
 from .log import is_sqlite_target, sqlite_path, translate_sqlite_error
 from .validate import (
@@ -264,10 +264,30 @@ class Ledger:
                 raise  # a query of ours the server refused: a bug, not the environment
             raise migrate.translate_db_error(e, self.where) from e
 
+    def server_connection(self) -> Connection:
+        """A new connection to a server ledger, outside any `snapshot`; the caller closes it.
+
+        For checks that need a transaction of their own and roll it back.
+        """
+        if self._raw is not None:
+            raise TypeError("a SQLite ledger has one connection; use rows()")
+        return self._engine.connect()
+
     @property
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql`` (or another SQLAlchemy dialect name)."""
         return "sqlite" if self._raw is not None else self._engine.dialect.name
+
+    def shipped_view(self, name: str) -> str:
+        """``(SELECT ...) AS name``: a view as the shipped migrations define it, to query from.
+
+        The views in the file are the ledger's own, and a ledger could carry one
+        that says what its events do not: readers that want a view's rows
+        query its shipped definition for the ledger's schema revision instead.
+        """
+        ((revision,),) = self.rows("SELECT version_num FROM alembic_version")
+        body = catalog.shipped_views(str(revision), self.dialect)[name]
+        return f"({body}) AS {name}"
 
     # --- quanta -------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ __all__ = [
     "head_revision",
     "known_revisions",
     "one_line",
+    "script_directory",
     "translate_db_error",
     "upgrade",
 ]
@@ -60,13 +61,14 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 @functools.cache
-def _script() -> ScriptDirectory:
+def script_directory() -> ScriptDirectory:
+    """The shipped migration scripts (cached)."""
     return ScriptDirectory.from_config(alembic_config())
 
 
 def head_revision() -> str:
     """The newest revision this library knows."""
-    head = _script().get_current_head()
+    head = script_directory().get_current_head()
     assert head is not None, "the package ships at least one migration"
     return head
 
@@ -74,7 +76,7 @@ def head_revision() -> str:
 @functools.cache
 def known_revisions() -> frozenset[str]:
     """Every revision this library ships."""
-    return frozenset(s.revision for s in _script().walk_revisions())
+    return frozenset(s.revision for s in script_directory().walk_revisions())
 
 
 HEAD_REVISION = head_revision()
@@ -90,7 +92,7 @@ def _connection(target: Connection | Engine) -> Iterator[Connection]:
 
 
 def _run(target: Connection | Engine, revision: str, *, up: bool) -> None:
-    script = _script()
+    script = script_directory()
 
     def step(rev: Any, context: Any) -> Any:
         if up:

@@ -36,6 +36,11 @@ def downgrade() -> None:
     op.execute(quantum_status(op.get_bind().dialect.name, caveats=False))
 
 
+def views(dialect: str) -> list[str]:
+    """The views this revision leaves (for verify's comparison with a ledger's own)."""
+    return [quantum_status(dialect, caveats=True)]
+
+
 def quantum_status(dialect: str, *, caveats: bool) -> str:
     """The ``quantum_status`` view; without ``caveats`` exactly revision 0001's."""
     # Both give the array's text as written: the butler writes compact JSON, and
