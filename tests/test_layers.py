@@ -14,7 +14,7 @@ LAYERS: list[set[str]] = [
     {"records"},
     {"quantum"},
     {"storage"},
-    {"pathguard"},
+    {"pathguard", "sources"},
     {"datastore"},
     {"config"},
     {"events"},

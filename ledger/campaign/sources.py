@@ -18,9 +18,9 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..central.ingest import expand_sources
 from ..central.target import chunks
 from ..errors import LedgerError
+from ..sources import expand_ledgers
 from ..store.ledger import Ledger
 from ..store.validate import check_event
 from .watch import CampaignState, FailureLine, QuantumInfo
@@ -149,7 +149,7 @@ class FolderSource(CampaignSource):
     def poll(self, state: CampaignState) -> list[FailureLine]:
         """Fold the new events of the ledger files that changed since the last poll."""
         failures: list[FailureLine] = []
-        paths = expand_sources([self.folder])
+        paths = expand_ledgers([self.folder]).ledgers
         present = set(paths)
         for gone in [p for p in {*self._marks, *self._problems} if p not in present]:
             self._marks.pop(gone, None)  # removed (or renamed) since: nothing to read there

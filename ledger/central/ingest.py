@@ -48,6 +48,7 @@ from ..errors import (
     TamperedError,
 )
 from ..events import EVENT_COLUMNS, definition_digest, utc_now
+from ..sources import LEDGER_SUFFIXES, expand_ledgers
 from ..store import migrate
 from ..store.log import is_sqlite_target, lock_event_order, sqlite_path, translate_sqlite_error
 from ..store.schema import events, ingests, quanta
@@ -69,8 +70,8 @@ __all__ = [
 
 _log = get_logger(__name__)
 
-#: File names a directory given to ingest is searched for.
-SOURCE_SUFFIXES = (".ledger", ".sqlite", ".sqlite3", ".db")
+#: File names a directory given to ingest is searched for (the same as every command's).
+SOURCE_SUFFIXES = LEDGER_SUFFIXES
 
 _QUANTA = quanta_columns()
 _DATASETS = dataset_columns()
@@ -181,34 +182,15 @@ class _Source:
 
 
 def expand_sources(items: Iterable[str], from_list: Iterable[str] = ()) -> list[str]:
-    """Paths to ingest: files as given, directories searched for ledger files, a list's lines.
+    """Paths to ingest: a list's lines, then files and folders (see `ledger.sources`).
 
-    Directories are walked recursively for names ending in `SOURCE_SUFFIXES`, in
+    Folders are walked recursively for names ending in `SOURCE_SUFFIXES`, in
     sorted order; blank lines and ``#`` comments of a list are skipped; a path
     given twice is read once.
     """
-    found: list[str] = []
-    for line in from_list:
-        line = line.strip()
-        if line and not line.startswith("#"):
-            found.append(line)
-    for item in items:
-        if os.path.isdir(item):
-            for root, dirs, files in os.walk(item):
-                dirs.sort()
-                found.extend(
-                    os.path.join(root, f) for f in sorted(files) if f.endswith(SOURCE_SUFFIXES)
-                )
-        else:
-            found.append(item)
-    seen: set[str] = set()
-    unique = []
-    for path in found:
-        key = os.path.realpath(path)
-        if key not in seen:
-            seen.add(key)
-            unique.append(path)
-    return unique
+    listed = [line.strip() for line in from_list]
+    named = [line for line in listed if line and not line.startswith("#")]
+    return expand_ledgers([*named, *items]).ledgers
 
 
 def read_source(path: str, *, verify: bool = True) -> _Source:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ from ..config import datastore_from_config
 from ..identity import check_datastore_identity, require_root
 from ..recovery import QuantumRecovery, RecoveryReport, adopt_orphans, recover, remove_orphans
 from ..store.connect import display_target
-from ..store.ledger import Head, Ledger
+from ..store.ledger import Head, Ledger, VerifyReport
 from ..store.verify import parse_heads
 from ._common import (
+    EXIT_OK,
     EXIT_PROBLEM,
     STATUS_STYLE,
     Failure,
@@ -30,6 +32,7 @@ from ._common import (
     resolve_quantum,
     short_id,
 )
+from ._many import Ledgers, count, ledgers_argument
 
 # --- verify -----------------------------------------------------------------------------
 
@@ -82,8 +85,41 @@ _NO_CHECK = click.option(
 )
 
 
+@dataclass
+class _Verified:
+    """What verify found in the ledgers read so far."""
+
+    ok: int = 0
+    quanta: int = 0
+    events: int = 0
+    artifacts: int = 0
+    problems: int = 0
+
+
+def _verify_one(
+    led: Ledger, heads: list[Head], datastore: str | None, check: bool
+) -> tuple[VerifyReport, list[str], int]:
+    """Verify one ledger: (its report, every problem, artifacts checked)."""
+    report = led.verify(heads)
+    problems = list(report.problems)
+    checked = 0
+    if datastore is not None and not problems:
+        checked, artifact_problems = _artifact_problems(led, datastore, check)
+        problems += artifact_problems
+    elif datastore is not None:
+        problems.append("artifacts not checked: the ledger itself does not verify")
+    return report, problems, checked
+
+
+def _artifacts(checked: int) -> str:
+    return (
+        f"; {checked} artifact{'s' * (checked != 1)} match{'es' * (checked == 1)} "
+        f"{'its record' if checked == 1 else 'their records'}"
+    )
+
+
 @click.command()
-@ledger_argument
+@ledgers_argument
 @click.option(
     "--head",
     "heads",
@@ -100,43 +136,85 @@ _NO_CHECK = click.option(
 @click.pass_context
 def verify(
     ctx: click.Context,
-    ledger: str,
+    ledgers: tuple[str, ...],
     heads: tuple[str, ...],
     datastore: str | None,
     no_datastore_check: bool,
 ) -> None:
     """Verify hash chains, recorded heads and artifacts; exit 1 on any problem.
 
-    Each problem is printed on one line, naming the quantum and quantum_seq.
+    Each problem is printed on one line, naming the quantum and quantum_seq
+    (and the ledger, when several are verified). Given several ledgers or a
+    folder, each head goes to the ledger holding its quantum, and the last
+    line sums up; a ledger that cannot be read is one line on stderr (exit 2).
 
     \b
     Example:
         qledger verify q.ledger --head q.head.json --datastore repo
+        qledger verify ledgers/ --head heads.jsonl
     """
     parsed = _parse_heads(heads)
+    many = Ledgers(ledgers)
+    if not many.several:
+        _verify_alone(ctx, many.targets[0], parsed, datastore, not no_datastore_check)
+        return
+    found = _Verified()
+    unmatched = {str(h.quantum_id): h for h in parsed}
+    for target in many:
+        where = display_target(target)
+        with many.reading(target), Ledger.open(target) as led:
+            held = {str(q) for q in led.quantum_ids()}
+            mine = [h for h in parsed if str(h.quantum_id) in held]
+            report, problems, checked = _verify_one(led, mine, datastore, not no_datastore_check)
+            for qid in held:
+                unmatched.pop(qid, None)
+            for problem in problems:
+                click.echo(problem if problem.startswith(f"{where}: ") else f"{where}: {problem}")
+            if problems:
+                many.check_failed()
+                found.problems += len(problems)
+            else:
+                found.ok += 1
+                found.quanta += report.quanta
+                found.events += report.events
+                found.artifacts += checked
+    for qid in unmatched:
+        click.echo(f"quantum {qid}: a head was given for it, but no ledger read holds it")
+        found.problems += 1
+        many.code = max(many.code, EXIT_PROBLEM)
+    parts = [
+        f"{found.ok:,} verify ({count(found.quanta, 'quantum', 'quanta')}, "
+        f"{count(found.events, 'event')}"
+        + (f", {count(len(parsed) - len(unmatched), 'head')}" if parsed else "")
+        + (_artifacts(found.artifacts) if datastore is not None and found.ok else "")
+        + ")"
+    ]
+    if many.failed:
+        parts.append(f"{many.failed:,} do{'es' * (many.failed == 1)} not verify")
+    if unmatched:
+        parts.append(f"{count(len(unmatched), 'head')} of no ledger read")
+    if many.unreadable:
+        parts.append(f"{many.unreadable:,} could not be read")
+    status = "ok: " if many.code == EXIT_OK else ""
+    tail = f"; {count(found.problems, 'problem')}" if found.problems else ""
+    click.echo(f"{status}{count(len(many), 'ledger')}: {', '.join(parts)}{tail}")
+    many.finish(ctx)
+
+
+def _verify_alone(
+    ctx: click.Context, ledger: str, parsed: list[Head], datastore: str | None, check: bool
+) -> None:
+    """Verify one ledger named alone: its problems, or one ok line."""
     with Ledger.open(ledger) as led:
-        report = led.verify(parsed)
-        problems = list(report.problems)
-        checked = 0
-        if datastore is not None and not problems:
-            checked, artifact_problems = _artifact_problems(led, datastore, not no_datastore_check)
-            problems += artifact_problems
-        elif datastore is not None:
-            problems.append("artifacts not checked: the ledger itself does not verify")
+        report, problems, checked = _verify_one(led, parsed, datastore, check)
     for problem in problems:
         click.echo(problem)
     if problems:
-        count = f"{len(problems)} problem{'s' * (len(problems) != 1)}"
-        click.echo(f"{display_target(ledger)}: {count}", err=True)
+        click.echo(f"{display_target(ledger)}: {count(len(problems), 'problem')}", err=True)
         ctx.exit(EXIT_PROBLEM)
     what = f"{report.quanta} quant{'um' if report.quanta == 1 else 'a'}, {report.events} events"
     extra = f", {len(parsed)} head{'s' * (len(parsed) != 1)}" if parsed else ""
-    artifacts = (
-        f"; {checked} artifact{'s' * (checked != 1)} match{'es' * (checked == 1)} "
-        f"{'its record' if checked == 1 else 'their records'}"
-        if datastore is not None
-        else ""
-    )
+    artifacts = _artifacts(checked) if datastore is not None else ""
     click.echo(f"ok: {display_target(ledger)}: {what}{extra} verify{artifacts}")
 
 

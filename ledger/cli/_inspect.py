@@ -29,6 +29,7 @@ from ._common import (
     short_id,
     write_output,
 )
+from ._many import Ledgers, ledgers_argument
 
 # --- show -----------------------------------------------------------------------------
 
@@ -195,7 +196,7 @@ def _render_rows(console: Console, rows: Sequence[Mapping[str, Any]], n_ledgers:
 
 
 @click.command()
-@click.argument("ledgers", nargs=-1, required=True, metavar="LEDGER...")
+@ledgers_argument
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per quantum.")
 @click.option(
     "--all",
@@ -203,8 +204,9 @@ def _render_rows(console: Console, rows: Sequence[Mapping[str, Any]], n_ledgers:
     is_flag=True,
     help=f"List every quantum, even past {LIST_AT_MOST} (a central ledger).",
 )
-def show(ledgers: tuple[str, ...], as_json: bool, every: bool) -> None:
-    """Show the quanta of one or more ledgers: status, attempts, counts and times.
+@click.pass_context
+def show(ctx: click.Context, ledgers: tuple[str, ...], as_json: bool, every: bool) -> None:
+    """Show the quanta of ledgers or folders: status, attempts, counts and times.
 
     Status comes from the quantum_status view: succeeded, failed, or
     interrupted (no terminal event). A starred status has a note below the
@@ -212,22 +214,28 @@ def show(ledgers: tuple[str, ...], as_json: bool, every: bool) -> None:
     interrupted quantum whether its recorded process may still be running
     (same host, pid alive) or is dead. Rows are in order of start. Past 100
     quanta (a central ledger) only those that did not succeed are listed,
-    then a table per task; --all lists every one.
+    then a table per task; --all lists every one. A folder stands for the
+    ledgers in it; a ledger that cannot be read is one line on stderr, and
+    the others are shown.
 
     \b
     Example:
-        qledger show ledgers/*.ledger
+        qledger show ledgers/
     """
+    many = Ledgers(ledgers)
     rows: list[dict[str, Any]] = []
-    for path in ledgers:
-        with Ledger.open(path) as led:
+    read = 0
+    for path in many:
+        with many.reading(path), Ledger.open(path) as led:
             rows.extend(_status_rows(led))
+            read += 1
     rows.sort(key=lambda row: (row.get("started_at") or "", row["ledger"]))
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, default=str))
-        return
-    _render_status(make_console(), rows, len(ledgers), every=every)
+    elif read or not many.several:
+        _render_status(make_console(), rows, len(many), every=every)
+    many.finish(ctx)
 
 
 # --- events -------------------------------------------------------------------------------
