@@ -7,16 +7,19 @@ whatever structlog's global configuration says, and the ``ledger`` logger has a
 `logging.NullHandler`: nothing appears unless the application configures
 logging (``logging.basicConfig()``, or a handler on ``"ledger"``). The message
 of a record is the event followed by its bound values, ``key=value``.
-Only the command line configures logging (to stderr).
+Only the command line configures logging (to stderr). structlog itself is
+imported when a logger is first used, not when a module asks for one: it costs
+~40 ms (with rich's tracebacks and pygments), which ``qledger show`` need not pay.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-import structlog
-from structlog.typing import EventDict, WrappedLogger
+if TYPE_CHECKING:
+    import structlog
+    from structlog.typing import EventDict, WrappedLogger
 
 __all__ = ["LOGGER_NAME", "get_logger"]
 
@@ -33,11 +36,35 @@ def _render(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
     return f"{event} {values}" if values else event
 
 
-_PROCESSORS: list[Any] = [
-    structlog.stdlib.filter_by_level,  # nothing is rendered for a level nobody listens to
-    structlog.processors.format_exc_info,
-    _render,
-]
+def _wrap(name: str) -> structlog.stdlib.BoundLogger:
+    import structlog
+
+    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=[
+            structlog.stdlib.filter_by_level,  # nothing is rendered for a level nobody hears
+            structlog.processors.format_exc_info,
+            _render,
+        ],
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    return logger
+
+
+class _Deferred:
+    """Stands for a structlog logger, made (and structlog imported) at its first use."""
+
+    __slots__ = ("_logger", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._logger: structlog.stdlib.BoundLogger | None = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        if self._logger is None:
+            self._logger = _wrap(self._name)
+        return getattr(self._logger, attribute)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
@@ -45,10 +72,4 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
 
     ``name`` is a module's ``__name__``, so every logger sits under ``ledger``.
     """
-    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
-        logging.getLogger(name),
-        processors=_PROCESSORS,
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
-    return logger
+    return cast("structlog.stdlib.BoundLogger", _Deferred(name))

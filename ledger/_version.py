@@ -1,12 +1,11 @@
-"""The library version, read from the installed distribution."""
+"""The library version: the one place it is written (pyproject.toml reads it from here).
+
+A constant rather than ``importlib.metadata.version()``, which scans the installed
+distributions (~40 ms at every start of ``qledger``).
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 __all__ = ["__version__"]
 
-try:
-    __version__ = version("quantum-ledger")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+__version__ = "0.1.0"

@@ -484,7 +484,7 @@ def test_debug_keeps_exit_code_3_for_a_bug(
     def broken(*args: object) -> None:
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr("ledger.cli.export_prov", broken)
+    monkeypatch.setattr("ledger.cli._admin.export_prov", broken)
     result = run("--debug", "export", pipeline.ledgers[0], "-f", "prov-json")
     assert result.exit_code == 3
     assert "Traceback (most recent call last)" in result.stderr

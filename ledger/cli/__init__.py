@@ -8,51 +8,106 @@ open ledgers read-only and never change a byte of them.
 
 from __future__ import annotations
 
-import json
+import importlib
 import logging
-import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
 from typing import Any, TextIO
 
 import click
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.exc import DBAPIError
 
 from .._logging import LOGGER_NAME
 from .._version import __version__
-from ..errors import (
-    LedgerError,
-    LedgerNotFoundError,
-    LedgerUnavailableError,
-    NotALedgerError,
-    SettingsError,
-)
-from ..export import export_jsonl, export_prov
-from ..store import connect, migrate
-from ..store.ledger import Ledger
-from ..store.log import is_sqlite_target, sqlite_path
-from ._campaign import report_command, watch_command
-from ._central import ingest_command, lineage_command
-from ._checks import recover_command, verify
+from ..errors import LedgerError, SettingsError
 from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     Bug,
     Failure,
-    ledger_argument,
-    make_console,
     silence_stdout,
     stdout_reader_gone,
-    write_output,
 )
-from ._config import load_settings, remember, set_envvars
-from ._inspect import events, head, replay, show
-from ._sql import sql
+from ._config import load_settings, remember, set_command_envvars, set_envvars
 
 __all__ = ["main"]
+
+#: Every command: the module that defines it (in this package), the function, and its
+#: one-line summary. ``qledger --help`` lists the summaries without importing any module
+#: (a test holds each equal to the command's own); a command's module (SQLAlchemy,
+#: pydantic, rich ...) is imported only when that command runs or shows its help.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": (
+        "_admin",
+        "demo",
+        "Run a small pipeline with a failure and a killed quantum; recover and retry.",
+    ),
+    "events": (
+        "_inspect",
+        "events",
+        "List a ledger's events in order; filter by kind, dataset, outcome, attempt.",
+    ),
+    "export": (
+        "_admin",
+        "export",
+        "Export a ledger as JSON lines (its rows) or as W3C PROV-JSON.",
+    ),
+    "head": (
+        "_inspect",
+        "head",
+        "Print each quantum's chain head (JSON), to keep elsewhere for verify --head.",
+    ),
+    "ingest": (
+        "_central",
+        "ingest_command",
+        "Copy ledger files into a central ledger (a SQLite file or a PostgreSQL URL).",
+    ),
+    "lineage": (
+        "_central",
+        "lineage_command",
+        "Show the quanta that made a dataset, and what they read, up the chain.",
+    ),
+    "recover": (
+        "_checks",
+        "recover_command",
+        "Report failed and interrupted quanta: ending, outputs, orphans; exit 1 if any.",
+    ),
+    "replay": (
+        "_inspect",
+        "replay",
+        "Replay a quantum's events into its provenance (QuantumProvenanceData JSON).",
+    ),
+    "report": (
+        "_campaign",
+        "report_command",
+        "Write a campaign report as one self-contained HTML file.",
+    ),
+    "show": (
+        "_inspect",
+        "show",
+        "Show the quanta of ledgers or folders: status, attempts, counts and times.",
+    ),
+    "sql": (
+        "_sql",
+        "sql",
+        "Run one read-only SQL query on a ledger; print a table, or JSON lines.",
+    ),
+    "upgrade": (
+        "_admin",
+        "upgrade",
+        "Upgrade a ledger's schema to this library's (with the shipped migrations).",
+    ),
+    "verify": (
+        "_checks",
+        "verify",
+        "Verify hash chains, recorded heads and artifacts; exit 1 on any problem.",
+    ),
+    "watch": (
+        "_campaign",
+        "watch_command",
+        "Watch a campaign live: quanta per task and status, failures, rate.",
+    ),
+}
 
 
 class _Group(click.Group):
@@ -62,7 +117,38 @@ class _Group(click.Group):
     stdout that leaves early (``qledger events L --json | head -1``) ends the
     command quietly with exit code 0, as ripgrep does. Option defaults come
     from the environment and the config file (see `ledger.cli._config`).
+    Commands are imported when first asked for (see `COMMANDS`).
     """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in COMMANDS:
+            module_name, attribute, _ = COMMANDS[cmd_name]
+            module = importlib.import_module(f"{__name__}.{module_name}")
+            command = getattr(module, attribute)
+            assert isinstance(command, click.Command)
+            set_command_envvars(cmd_name, command)
+            self.add_command(command, cmd_name)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help``, from `COMMANDS`: no command module is imported."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            loaded = self.commands.get(name)
+            if loaded is not None:
+                if not loaded.hidden:
+                    rows.append((name, loaded.get_short_help_str(limit)))
+            else:
+                stand_in = click.Command(name, help=COMMANDS[name][2])  # click shortens it
+                rows.append((name, stand_in.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def make_context(
         self,
@@ -107,14 +193,22 @@ class _Group(click.Group):
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         except (LedgerError, OSError) as e:
             raise _shown(ctx, Failure(str(e) or type(e).__name__)) from e
-        except DBAPIError as e:
-            # A session the server ended, or a server gone: the environment, not a bug.
-            lost = migrate.translate_db_error(e, "the database server")
-            if connect.connection_lost(e) or isinstance(lost, LedgerUnavailableError):
-                raise _shown(ctx, Failure(str(lost))) from e
-            raise _shown(ctx, _bug(e)) from e
         except Exception as e:
-            raise _shown(ctx, _bug(e)) from e
+            raise _shown(ctx, _environment_failure(e) or _bug(e)) from e
+
+
+def _environment_failure(e: Exception) -> Failure | None:
+    """A session the server ended, or a server gone: the environment, not a bug."""
+    exc = sys.modules.get("sqlalchemy.exc")  # not imported: no database error can be raised
+    if exc is None or not isinstance(e, exc.DBAPIError):
+        return None
+    from ..errors import LedgerUnavailableError
+    from ..store import connect, migrate
+
+    lost = migrate.translate_db_error(e, "the database server")
+    if connect.connection_lost(e) or isinstance(lost, LedgerUnavailableError):
+        return Failure(str(lost))
+    return None
 
 
 def _bug(e: Exception) -> Bug:
@@ -198,141 +292,4 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     _configure_logging(ctx, verbose)
 
 
-# --- upgrade ---------------------------------------------------------------------------
-
-
-def _upgrade(target: str) -> tuple[str, str]:
-    """Upgrade a ledger's schema with the shipped migrations: (revision before, after)."""
-    engine: Engine
-    if is_sqlite_target(target):
-        path = sqlite_path(target)
-        if path == ":memory:" or not os.path.isfile(path):
-            raise LedgerNotFoundError(f"no ledger at {path}")
-        engine = create_engine("sqlite:///" + os.path.abspath(path))
-    else:
-        engine = connect.server_engine(target)
-    where = connect.display_target(target)
-    try:
-        with engine.begin() as conn:
-            before = migrate.current_revision(conn)
-            if before is None:
-                raise NotALedgerError(
-                    f"{where} is a database but not a ledger (no quantum-ledger schema in it); "
-                    "upgrade only upgrades ledgers"
-                )
-            if before == migrate.HEAD_REVISION:
-                return before, before
-            if before not in migrate.known_revisions():
-                migrate.check_schema(conn, where)  # raises SchemaTooNewError
-            migrate.upgrade(conn)
-            after = migrate.current_revision(conn) or ""
-    except DBAPIError as e:
-        raise migrate.translate_db_error(e, where) from e
-    finally:
-        engine.dispose()
-    return before, after
-
-
-@main.command()
-@ledger_argument
-def upgrade(ledger: str) -> None:
-    """Upgrade a ledger's schema to this library's (with the shipped migrations).
-
-    Migrations only add: recorded events are never rewritten.
-
-    \b
-    Example:
-        qledger upgrade old.ledger
-    """
-    before, after = _upgrade(ledger)
-    where = connect.display_target(ledger)
-    if before == after:
-        click.echo(f"{where} is at schema {after} already; nothing to do")
-    else:
-        click.echo(f"upgraded {where} from schema {before} to {after}")
-
-
-# --- export -----------------------------------------------------------------------------
-
-
-@main.command()
-@ledger_argument
-@click.option(
-    "--format",
-    "-f",
-    "fmt",
-    type=click.Choice(["jsonl", "prov-json"]),
-    default="jsonl",
-    show_default=True,
-    help="jsonl: every row as stored, one per line; prov-json: W3C PROV-JSON.",
-)
-@click.option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
-def export(ledger: str, fmt: str, output: str | None) -> None:
-    """Export a ledger as JSON lines (its rows) or as W3C PROV-JSON.
-
-    \b
-    Example:
-        qledger export q.ledger --format prov-json -o q.prov.json
-    """
-    with Ledger.open(ledger) as led:
-        if fmt == "jsonl":
-            write_output(output, lambda f: export_jsonl(led, f), inputs=[ledger])
-        else:
-            document = export_prov(led)
-            write_output(
-                output,
-                lambda f: f.write(json.dumps(document, indent=2) + "\n"),
-                inputs=[ledger],
-            )
-
-
-# --- demo -------------------------------------------------------------------------------
-
-
-@main.command()
-@click.argument("directory", required=False, metavar="[DIR]")
-@click.option(
-    "--no-recovery",
-    is_flag=True,
-    help="Stop after running the pipeline: leave the failed and killed quanta to recover.",
-)
-def demo(directory: str | None, no_recovery: bool) -> None:
-    """Run a small pipeline with a failure and a killed quantum; recover and retry.
-
-    Twenty quanta of three tasks (isr, calibrate, coadd) write real files into
-    a FileDatastore, each recorded in its own ledger; one fails with an
-    exception and one is killed with SIGKILL mid-way. The demo then shows
-    status, provenance, the recovery report and a successful retry (or, with
-    --no-recovery, stops after the status for you to try recovery yourself).
-    DIR must be new or empty; without it a temporary folder is used (and printed).
-
-    \b
-    Example:
-        qledger demo /tmp/qledger-demo
-    """
-    from .._demo import run_demo
-
-    run_demo(directory, make_console(), invoke=_invoke, recovery=not no_recovery)
-
-
-def _invoke(args: Sequence[str]) -> int:
-    """Run a qledger command in this process (for the demo); its exit code."""
-    code = main.main(args=list(args), prog_name="qledger", standalone_mode=False)
-    return int(code or 0)
-
-
-for _command in (
-    show,
-    events,
-    replay,
-    head,
-    verify,
-    recover_command,
-    sql,
-    ingest_command,
-    lineage_command,
-    watch_command,
-    report_command,
-):
-    main.add_command(_command)
 set_envvars(main)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -13,15 +12,16 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from ..errors import OverwriteRefusedError
-from ..store.ledger import Ledger
-from ..store.log import is_sqlite_target, sqlite_path
-from ..store.migrate import one_line  # Failure's message on one line
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..store.ledger import Ledger
 
 #: Exit code when all went well, and when the reader of stdout left early (``| head``).
 EXIT_OK = 0
@@ -46,6 +46,8 @@ class Failure(click.ClickException):
     exit_code = EXIT_BAD_INPUT
 
     def __init__(self, message: str) -> None:
+        from ..store.migrate import one_line  # here: the group's --help imports no SQLAlchemy
+
         super().__init__(one_line(message))
 
     def show(self, file: IO[Any] | None = None) -> None:
@@ -58,20 +60,11 @@ class Bug(Failure):
     exit_code = EXIT_BUG
 
 
-class _Console(Console):
-    """A rich console that lets a closed stdout reach the command group (rich would exit 1)."""
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
-
-
 def make_console() -> Console:
-    """A console on the current stdout, without markup.
+    """A console on the current stdout, without markup (see `ledger.cli._output`)."""
+    from ._output import make_console
 
-    Ids, data IDs and error messages are data and may contain brackets.
-    """
-    return _Console(markup=False, highlight=False, emoji=False)
+    return make_console()
 
 
 def stdout_reader_gone() -> bool:
@@ -121,6 +114,8 @@ def check_output(path: str, inputs: Iterable[str] = ()) -> None:
     """
     if not os.path.exists(path):
         return
+    from ..store.log import is_sqlite_target, sqlite_path
+
     if os.path.isdir(path):
         raise OverwriteRefusedError(f"output {path} is a directory: give a file name (-o FILE)")
     for item in inputs:

@@ -20,7 +20,6 @@ a forgotten variable must never make an inspection write.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ __all__ = [
     "load_settings",
     "no_central",
     "remember",
+    "set_command_envvars",
     "set_envvars",
 ]
 
@@ -133,6 +133,8 @@ def load_settings(group: click.Group) -> Settings:
     path = config_path()
     if path is None:
         return Settings()
+    import tomllib  # only when there is a file to read
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
@@ -149,8 +151,9 @@ def load_settings(group: click.Group) -> Settings:
             settings.central = value
         elif key in group_options:
             settings.default_map.update(_defaults(group, {key: value}, path, "the top level", ctx))
-        elif key in group.commands:
-            command = group.commands[key]
+        elif key in group.list_commands(ctx):
+            command = group.get_command(ctx, key)
+            assert command is not None
             settings.default_map[key] = _defaults(command, value, path, f"[{key}]", ctx)
         else:
             raise SettingsError(
@@ -162,22 +165,34 @@ def load_settings(group: click.Group) -> Settings:
 
 
 def set_envvars(group: click.Group) -> None:
-    """Give every option its ``QLEDGER_[<COMMAND>_]<OPTION>`` variable (but `COMMAND_LINE_ONLY`)."""
-    commands: list[tuple[str, click.Command]] = [("", group)]
-    commands += [(f"{name}_", command) for name, command in group.commands.items()]
-    for prefix, command in commands:
-        for param in command.params:
-            if not isinstance(param, click.Option):
-                continue
-            if param.name in COMMAND_LINE_ONLY:
-                param.allow_from_autoenv = False
-                param.envvar = None
-                continue
-            if param.envvar:
-                continue
-            long = next((opt[2:] for opt in param.opts if opt.startswith("--")), None)
-            if long is not None:
-                param.envvar = f"{_PREFIX}_{prefix}{long}".upper().replace("-", "_")
+    """Give every option its ``QLEDGER_[<COMMAND>_]<OPTION>`` variable (but `COMMAND_LINE_ONLY`).
+
+    The group's own options, and those of the commands already loaded; a command
+    loaded later (the group imports them lazily) gets its own by `set_command_envvars`.
+    """
+    _set_envvars(group, "")
+    for name, command in group.commands.items():
+        set_command_envvars(name, command)
+
+
+def set_command_envvars(name: str, command: click.Command) -> None:
+    """Give a command's options their ``QLEDGER_<COMMAND>_<OPTION>`` variables."""
+    _set_envvars(command, f"{name}_")
+
+
+def _set_envvars(command: click.Command, prefix: str) -> None:
+    for param in command.params:
+        if not isinstance(param, click.Option):
+            continue
+        if param.name in COMMAND_LINE_ONLY:
+            param.allow_from_autoenv = False
+            param.envvar = None
+            continue
+        if param.envvar:
+            continue
+        long = next((opt[2:] for opt in param.opts if opt.startswith("--")), None)
+        if long is not None:
+            param.envvar = f"{_PREFIX}_{prefix}{long}".upper().replace("-", "_")
 
 
 def remember(ctx: click.Context, settings: Settings) -> None:

@@ -1,0 +1,144 @@
+"""Commands that change or produce files: ``upgrade`` a schema, ``export`` a ledger, ``demo``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import click
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import DBAPIError
+
+from ..errors import LedgerNotFoundError, NotALedgerError
+from ..export import export_jsonl, export_prov
+from ..store import connect, migrate
+from ..store.ledger import Ledger
+from ..store.log import is_sqlite_target, sqlite_path
+from ._common import ledger_argument, make_console, write_output
+
+__all__ = ["demo", "export", "upgrade"]
+
+# --- upgrade ---------------------------------------------------------------------------
+
+
+def _upgrade(target: str) -> tuple[str, str]:
+    """Upgrade a ledger's schema with the shipped migrations: (revision before, after)."""
+    engine: Engine
+    if is_sqlite_target(target):
+        path = sqlite_path(target)
+        if path == ":memory:" or not os.path.isfile(path):
+            raise LedgerNotFoundError(f"no ledger at {path}")
+        engine = create_engine("sqlite:///" + os.path.abspath(path))
+    else:
+        engine = connect.server_engine(target)
+    where = connect.display_target(target)
+    try:
+        with engine.begin() as conn:
+            before = migrate.current_revision(conn)
+            if before is None:
+                raise NotALedgerError(
+                    f"{where} is a database but not a ledger (no quantum-ledger schema in it); "
+                    "upgrade only upgrades ledgers"
+                )
+            if before == migrate.HEAD_REVISION:
+                return before, before
+            if before not in migrate.known_revisions():
+                migrate.check_schema(conn, where)  # raises SchemaTooNewError
+            migrate.upgrade(conn)
+            after = migrate.current_revision(conn) or ""
+    except DBAPIError as e:
+        raise migrate.translate_db_error(e, where) from e
+    finally:
+        engine.dispose()
+    return before, after
+
+
+@click.command()
+@ledger_argument
+def upgrade(ledger: str) -> None:
+    """Upgrade a ledger's schema to this library's (with the shipped migrations).
+
+    Migrations only add: recorded events are never rewritten.
+
+    \b
+    Example:
+        qledger upgrade old.ledger
+    """
+    before, after = _upgrade(ledger)
+    where = connect.display_target(ledger)
+    if before == after:
+        click.echo(f"{where} is at schema {after} already; nothing to do")
+    else:
+        click.echo(f"upgraded {where} from schema {before} to {after}")
+
+
+# --- export -----------------------------------------------------------------------------
+
+
+@click.command()
+@ledger_argument
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["jsonl", "prov-json"]),
+    default="jsonl",
+    show_default=True,
+    help="jsonl: every row as stored, one per line; prov-json: W3C PROV-JSON.",
+)
+@click.option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
+def export(ledger: str, fmt: str, output: str | None) -> None:
+    """Export a ledger as JSON lines (its rows) or as W3C PROV-JSON.
+
+    \b
+    Example:
+        qledger export q.ledger --format prov-json -o q.prov.json
+    """
+    with Ledger.open(ledger) as led:
+        if fmt == "jsonl":
+            write_output(output, lambda f: export_jsonl(led, f), inputs=[ledger])
+        else:
+            document = export_prov(led)
+            write_output(
+                output,
+                lambda f: f.write(json.dumps(document, indent=2) + "\n"),
+                inputs=[ledger],
+            )
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("directory", required=False, metavar="[DIR]")
+@click.option(
+    "--no-recovery",
+    is_flag=True,
+    help="Stop after running the pipeline: leave the failed and killed quanta to recover.",
+)
+def demo(directory: str | None, no_recovery: bool) -> None:
+    """Run a small pipeline with a failure and a killed quantum; recover and retry.
+
+    Twenty quanta of three tasks (isr, calibrate, coadd) write real files into
+    a FileDatastore, each recorded in its own ledger; one fails with an
+    exception and one is killed with SIGKILL mid-way. The demo then shows
+    status, provenance, the recovery report and a successful retry (or, with
+    --no-recovery, stops after the status for you to try recovery yourself).
+    DIR must be new or empty; without it a temporary folder is used (and printed).
+
+    \b
+    Example:
+        qledger demo /tmp/qledger-demo
+    """
+    from .._demo import run_demo
+
+    run_demo(directory, make_console(), invoke=_invoke, recovery=not no_recovery)
+
+
+def _invoke(args: Sequence[str]) -> int:
+    """Run a qledger command in this process (for the demo); its exit code."""
+    from . import main  # the group, which imports this module lazily
+
+    code = main.main(args=list(args), prog_name="qledger", standalone_mode=False)
+    return int(code or 0)
