@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
 from .events import EventKind, EventRow
@@ -19,7 +19,14 @@ from .store.ledger import Ledger
 from .store.schema import datasets, quanta
 from .store.validate import check_dataset, check_event, check_quanta
 
-__all__ = ["JSONL_FORMAT", "PROV_NAMESPACES", "export_jsonl", "export_prov", "jsonl_records"]
+__all__ = [
+    "JSONL_FORMAT",
+    "PROV_NAMESPACES",
+    "export_jsonl",
+    "export_prov",
+    "jsonl_records",
+    "merge_prov",
+]
 
 #: The ``format`` of the first line of a JSON-lines export.
 JSONL_FORMAT = "quantum-ledger/jsonl"
@@ -248,3 +255,22 @@ def _first_times(
         [qid, *kinds],
     )
     return {str(dataset_id): str(at) for dataset_id, at in rows}
+
+
+def merge_prov(documents: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """One PROV-JSON document from several (`export_prov` of many ledgers).
+
+    Activities, entities and agents are keyed by their ids (``quantum:<id>``,
+    ``dataset:<id>``, ``executor:<host>-<pid>``), so a dataset one quantum
+    wrote and another read is one entity; relations, whose ids are blank
+    nodes of their own document, are numbered anew.
+    """
+    merged: dict[str, Any] = {"prefix": dict(PROV_NAMESPACES)}
+    for document in documents:
+        for kind, items in document.items():
+            into = merged.setdefault(kind, {})
+            for key, body in items.items():
+                if key.startswith("_:"):
+                    key = f"_:{kind}{len(into) + 1}"
+                into.setdefault(key, body)
+    return merged

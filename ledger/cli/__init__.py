@@ -45,12 +45,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "events": (
         "_inspect",
         "events",
-        "List a ledger's events in order; filter by kind, dataset, outcome, attempt.",
+        "List events in order; filter by kind, dataset, outcome, attempt.",
     ),
     "export": (
         "_admin",
         "export",
-        "Export a ledger as JSON lines (its rows) or as W3C PROV-JSON.",
+        "Export ledgers as JSON lines (their rows) or as W3C PROV-JSON.",
     ),
     "head": (
         "_inspect",

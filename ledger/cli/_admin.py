@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
+from typing import IO
 
 import click
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError
 
 from ..errors import LedgerNotFoundError, NotALedgerError
-from ..export import export_jsonl, export_prov
+from ..export import export_jsonl, export_prov, merge_prov
 from ..store import connect, migrate
 from ..store.ledger import Ledger
 from ..store.log import is_sqlite_target, sqlite_path
 from ._common import ledger_argument, make_console, write_output
+from ._many import Ledgers, ledgers_argument
 
 __all__ = ["demo", "export", "upgrade"]
 
@@ -76,35 +80,70 @@ def upgrade(ledger: str) -> None:
 # --- export -----------------------------------------------------------------------------
 
 
+#: --format's values; ``prov`` is short for ``prov-json``.
+_EXPORT_FORMATS = {"jsonl": "jsonl", "prov-json": "prov-json", "prov": "prov-json"}
+
+
+def _export_jsonl(many: Ledgers, out: IO[str]) -> None:
+    """Each ledger's JSON lines in turn (with several, a ledger's once it was read whole)."""
+    if not many.several:
+        with Ledger.open(many.targets[0]) as led:
+            export_jsonl(led, out)
+        return
+    for target in many:
+        with (
+            tempfile.SpooledTemporaryFile(16 << 20, "w+", encoding="utf-8") as lines,
+            many.reading(target),
+            Ledger.open(target) as led,
+        ):
+            export_jsonl(led, lines)
+            lines.seek(0)
+            shutil.copyfileobj(lines, out)
+
+
 @click.command()
-@ledger_argument
+@ledgers_argument
 @click.option(
     "--format",
     "-f",
     "fmt",
-    type=click.Choice(["jsonl", "prov-json"]),
+    type=click.Choice(list(_EXPORT_FORMATS), case_sensitive=False),
     default="jsonl",
     show_default=True,
-    help="jsonl: every row as stored, one per line; prov-json: W3C PROV-JSON.",
+    help="jsonl: every row as stored, one per line; prov-json (or prov): W3C PROV-JSON.",
 )
 @click.option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
-def export(ledger: str, fmt: str, output: str | None) -> None:
-    """Export a ledger as JSON lines (its rows) or as W3C PROV-JSON.
+@click.pass_context
+def export(ctx: click.Context, ledgers: tuple[str, ...], fmt: str, output: str | None) -> None:
+    """Export ledgers as JSON lines (their rows) or as W3C PROV-JSON.
+
+    Given several ledgers or a folder, jsonl holds each ledger's lines in
+    turn, each ledger's starting with its "ledger" record (which names its
+    source); prov-json is one document with every ledger's quanta (a dataset
+    one wrote and another read is one entity). A ledger that cannot be read
+    is one line on stderr, and left out.
 
     \b
     Example:
         qledger export q.ledger --format prov-json -o q.prov.json
+        qledger export ledgers/ -o campaign.jsonl
     """
-    with Ledger.open(ledger) as led:
-        if fmt == "jsonl":
-            write_output(output, lambda f: export_jsonl(led, f), inputs=[ledger])
-        else:
-            document = export_prov(led)
+    many = Ledgers(ledgers)
+    if _EXPORT_FORMATS[fmt.lower()] == "jsonl":
+        write_output(output, lambda f: _export_jsonl(many, f), inputs=many.targets)
+    else:
+        documents = []
+        for target in many:
+            with many.reading(target), Ledger.open(target) as led:
+                documents.append(export_prov(led))
+        if documents:
+            document = merge_prov(documents) if many.several else documents[0]
             write_output(
                 output,
                 lambda f: f.write(json.dumps(document, indent=2) + "\n"),
-                inputs=[ledger],
+                inputs=many.targets,
             )
+    many.finish(ctx)
 
 
 # --- demo -------------------------------------------------------------------------------

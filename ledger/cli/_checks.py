@@ -15,7 +15,14 @@ from rich.text import Text
 
 from ..config import datastore_from_config
 from ..identity import check_datastore_identity, require_root
-from ..recovery import QuantumRecovery, RecoveryReport, adopt_orphans, recover, remove_orphans
+from ..recovery import (
+    OrphanAction,
+    QuantumRecovery,
+    RecoveryReport,
+    adopt_orphans,
+    recover,
+    remove_orphans,
+)
 from ..store.connect import display_target
 from ..store.ledger import Head, Ledger, VerifyReport
 from ..store.verify import parse_heads
@@ -26,7 +33,6 @@ from ._common import (
     Failure,
     fmt_data_id,
     fmt_time,
-    ledger_argument,
     make_console,
     quantum_option,
     resolve_quantum,
@@ -283,13 +289,16 @@ def _recovery_table(rec: QuantumRecovery) -> Table:
     return grid
 
 
-def _render_recovery(console: Console, report: RecoveryReport, ledger: str, root: str) -> None:
+def _render_recovery(
+    console: Console, report: RecoveryReport, ledger: str, root: str, *, several: bool = False
+) -> None:
     if not report.quanta:
         console.print(f"{ledger}: every quantum succeeded; nothing to recover")
         return
+    where = f"{ledger}  " if several else ""
     for rec in report.quanta:
         console.rule(
-            Text(f"quantum {rec.quantum_id}  {rec.task_label}  {fmt_data_id(rec.data_id)}"),
+            Text(f"{where}quantum {rec.quantum_id}  {rec.task_label}  {fmt_data_id(rec.data_id)}"),
             align="left",
         )
         console.print(_recovery_table(rec))
@@ -311,7 +320,7 @@ def _render_recovery(console: Console, report: RecoveryReport, ledger: str, root
 
 
 @click.command(name="recover")
-@ledger_argument
+@ledgers_argument
 @click.option("--datastore", required=True, metavar="ROOT", help="The datastore root (or config).")
 @quantum_option
 @click.option("--adopt", is_flag=True, help="Record verified orphans as puts (new events).")
@@ -327,7 +336,7 @@ def _render_recovery(console: Console, report: RecoveryReport, ledger: str, root
 @click.pass_context
 def recover_command(
     ctx: click.Context,
-    ledger: str,
+    ledgers: tuple[str, ...],
     datastore: str,
     quantum: str | None,
     adopt: bool,
@@ -343,39 +352,96 @@ def recover_command(
     (size and sha256), damaged, missing, and orphan artifacts (a file for a
     predicted output without a recorded put). --adopt records verified orphans
     as new put events; --remove deletes them, each recorded as a prune first.
-    Nothing old is ever edited.
+    Nothing old is ever edited. Given several ledgers or a folder, only the
+    ledgers with something to recover are reported (--json: one line per
+    ledger), then a summary; a ledger that cannot be read is one stderr line.
 
     \b
     Example:
         qledger recover q.ledger --datastore repo --adopt
+        qledger recover ledgers/ --datastore repo
     """
     if adopt and remove:
         raise click.UsageError("--adopt and --remove exclude each other")
-    with Ledger.open(ledger) as led:
-        qid = resolve_quantum(led, quantum)
-    actions = []
-    if adopt or remove:
-        act = adopt_orphans if adopt else remove_orphans
-        actions = act(ledger, datastore, qid, force=force, check_datastore=not no_datastore_check)
-    report = recover(ledger, datastore, quantum_id=qid, check_datastore=not no_datastore_check)
-    if as_json:
-        if adopt or remove:
-            data = report.model_dump(mode="json")
-            data["actions"] = [a.model_dump(mode="json") for a in actions]
-            click.echo(json.dumps(data, indent=2))
-        else:
-            click.echo(report.model_dump_json(indent=2))
-    else:
-        console = make_console()
-        for action in actions:
-            recorded = f" as quantum_seq {action.quantum_seq}" if action.quantum_seq else ""
-            why = f" ({action.reason})" if action.reason else ""
-            console.print(
-                f"{action.action} {short_id(action.dataset_id)}{recorded}{why}: {action.path}",
-                overflow="fold",
+    many = Ledgers(ledgers)
+    console = make_console()
+    clean = 0
+    held = 0
+    for target in many:
+        with many.reading(target):
+            with Ledger.open(target) as led:
+                qid = resolve_quantum(led, quantum, missing_ok=many.several)
+            if quantum is not None and qid is None:
+                continue  # one of several ledgers, without the quantum asked for
+            held += 1
+            actions: list[OrphanAction] = []
+            if adopt or remove:
+                act = adopt_orphans if adopt else remove_orphans
+                actions = act(
+                    target, datastore, qid, force=force, check_datastore=not no_datastore_check
+                )
+            report = recover(
+                target, datastore, quantum_id=qid, check_datastore=not no_datastore_check
             )
-        if (adopt or remove) and not actions:
-            console.print("no orphans to act on")
-        _render_recovery(console, report, display_target(ledger), datastore)
-    if not report.ok:
-        ctx.exit(EXIT_PROBLEM)
+            if not report.ok:
+                many.check_failed()
+            elif many.several and not actions:
+                clean += 1
+                continue
+            if as_json:
+                acted = actions if adopt or remove else None
+                _print_recovery_json(report, acted, target if many.several else None)
+            else:
+                _print_recovery(
+                    console,
+                    report,
+                    actions,
+                    target,
+                    datastore,
+                    adopt or remove,
+                    several=many.several,
+                )
+    if many.several and quantum is not None and not held and len(many) > many.unreadable:
+        raise Failure(f"none of the {count(len(many), 'ledger')} read holds quantum {quantum}")
+    if many.several and not as_json:
+        read = len(many) - many.unreadable
+        console.print(
+            f"{count(read, 'ledger')} read: {many.failed:,} with quanta to recover, "
+            f"{clean:,} with nothing to recover"
+        )
+    many.finish(ctx)
+
+
+def _print_recovery_json(
+    report: RecoveryReport, actions: list[OrphanAction] | None, ledger: str | None
+) -> None:
+    """The report as JSON: indented for one ledger; one line with its "ledger" for several."""
+    data = report.model_dump(mode="json")
+    if actions is not None:
+        data["actions"] = [a.model_dump(mode="json") for a in actions]
+    if ledger is None:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(json.dumps({"ledger": display_target(ledger), **data}))
+
+
+def _print_recovery(
+    console: Console,
+    report: RecoveryReport,
+    actions: list[OrphanAction],
+    ledger: str,
+    root: str,
+    acting: bool,
+    *,
+    several: bool,
+) -> None:
+    for action in actions:
+        recorded = f" as quantum_seq {action.quantum_seq}" if action.quantum_seq else ""
+        why = f" ({action.reason})" if action.reason else ""
+        console.print(
+            f"{action.action} {short_id(action.dataset_id)}{recorded}{why}: {action.path}",
+            overflow="fold",
+        )
+    if acting and not actions:
+        console.print("no orphans to act on")
+    _render_recovery(console, report, display_target(ledger), root, several=several)

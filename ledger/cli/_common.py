@@ -208,35 +208,87 @@ def parse_until(
         ) from None
 
 
-def resolve_id(led: Ledger, value: str | None, table: str, column: str, what: str) -> str | None:
-    """A full id from a full id or a unique prefix of at least 4 characters."""
+#: At most this many candidates are listed when an id prefix is ambiguous.
+CANDIDATES_LISTED = 10
+
+#: What names a row of a table whose ids commands accept as prefixes.
+_LABELS = {"quanta": "task_label", "datasets": "dataset_type"}
+
+
+def _candidates(led: Ledger, ids: list[str], table: str, column: str) -> str:
+    """``3f2a9c1e-... isr (visit=1 detector=2)`` for each id, ``; `` between them."""
+    label = _LABELS.get(table)
+    if label is None:
+        return "; ".join(ids)
+    marks = ", ".join("?" for _ in ids)
+    described = {
+        str(row[0]): f"{row[1]} ({fmt_data_id(row[2])})"
+        for row in led.rows(
+            f"SELECT CAST({column} AS TEXT), {label}, data_id FROM {table} "
+            f"WHERE CAST({column} AS TEXT) IN ({marks})",
+            ids,
+        )
+    }
+    return "; ".join(f"{one} {described.get(one, '')}".rstrip() for one in ids)
+
+
+def resolve_id(
+    led: Ledger,
+    value: str | None,
+    table: str,
+    column: str,
+    what: str,
+    *,
+    missing_ok: bool = False,
+) -> str | None:
+    """A full id from a full id or a unique prefix of at least 4 characters.
+
+    With ``missing_ok``, an id (or prefix) the ledger does not hold gives None
+    (one of several ledgers); else a full id is returned as given, for the
+    library to name a missing one, and a prefix that matches nothing fails.
+
+    Raises:
+        Failure: not an id; a prefix that matches nothing, or several (listed).
+    """
     if value is None:
         return None
     try:
-        return str(uuid.UUID(value))
+        full = str(uuid.UUID(value))
     except ValueError:
-        pass
+        full = None
+    if full is not None:
+        if not missing_ok:
+            return full
+        sql = f"SELECT 1 FROM {table} WHERE CAST({column} AS TEXT) = ? LIMIT 1"
+        return full if list(led.rows(sql, [full])) else None
     prefix = value.strip().lower()
     if not re.fullmatch(r"[0-9a-f][0-9a-f-]{3,35}", prefix):
         raise Failure(f"{value!r} is not a {what} id (a UUID, or its first 4 or more characters)")
     found = [
-        row[0]
+        str(row[0])
         for row in led.rows(
             f"SELECT DISTINCT CAST({column} AS TEXT) FROM {table} "
-            f"WHERE CAST({column} AS TEXT) LIKE ? LIMIT 2",
+            f"WHERE CAST({column} AS TEXT) LIKE ? ORDER BY 1 LIMIT {CANDIDATES_LISTED + 1}",
             [prefix + "%"],
         )
     ]
     if not found:
+        if missing_ok:
+            return None
         raise Failure(f"{led.where} holds no {what} whose id starts with {prefix}")
     if len(found) > 1:
-        raise Failure(f"{what} id prefix {prefix} is ambiguous in {led.where}: give more of it")
-    return str(found[0])
+        listed = _candidates(led, found[:CANDIDATES_LISTED], table, column)
+        more = ", and more" if len(found) > CANDIDATES_LISTED else ""
+        raise Failure(
+            f"{what} id prefix {prefix} is ambiguous in {led.where}: give more of it; "
+            f"it starts {listed}{more}"
+        )
+    return found[0]
 
 
-def resolve_quantum(led: Ledger, value: str | None) -> str | None:
+def resolve_quantum(led: Ledger, value: str | None, *, missing_ok: bool = False) -> str | None:
     """The quantum id named by ``--quantum`` (full or a prefix), or None."""
-    return resolve_id(led, value, "quanta", "quantum_id", "quantum")
+    return resolve_id(led, value, "quanta", "quantum_id", "quantum", missing_ok=missing_ok)
 
 
 def complete_path(

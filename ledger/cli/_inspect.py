@@ -15,12 +15,14 @@ from rich.text import Text
 
 from ..events import Event, EventKind, Outcome
 from ..provenance import QuantumProvenanceData
+from ..store.connect import display_target
 from ..store.ledger import Ledger
 from ._common import (
+    CANDIDATES_LISTED,
     STATUS_STYLE,
+    Failure,
     fmt_data_id,
     fmt_time,
-    ledger_argument,
     make_console,
     parse_until,
     quantum_option,
@@ -29,7 +31,7 @@ from ._common import (
     short_id,
     write_output,
 )
-from ._many import Ledgers, ledgers_argument
+from ._many import Ledgers, count, ledgers_argument
 
 # --- show -----------------------------------------------------------------------------
 
@@ -242,7 +244,7 @@ def show(ctx: click.Context, ledgers: tuple[str, ...], as_json: bool, every: boo
 
 
 @click.command()
-@ledger_argument
+@ledgers_argument
 @quantum_option
 @click.option(
     "--kind",
@@ -263,8 +265,10 @@ def show(ctx: click.Context, ledgers: tuple[str, ...], as_json: bool, every: boo
 @click.option("--attempt", "-a", type=click.IntRange(min=1), help="Only this attempt.")
 @click.option("--detail", is_flag=True, help="Add the detail column (JSON).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per event.")
+@click.pass_context
 def events(
-    ledger: str,
+    ctx: click.Context,
+    ledgers: tuple[str, ...],
     quantum: str | None,
     kind: tuple[str, ...],
     dataset: str | None,
@@ -273,34 +277,70 @@ def events(
     detail: bool,
     as_json: bool,
 ) -> None:
-    """List a ledger's events in order; filter by kind, dataset, outcome, attempt.
+    """List events in order; filter by kind, dataset, outcome, attempt.
+
+    Given several ledgers or a folder, each ledger's events follow the
+    previous ledger's, with a ledger column (and a "ledger" key in --json);
+    --quantum and --dataset pick the ledgers that hold them. A ledger that
+    cannot be read is one line on stderr, and the others are listed.
 
     \b
     Example:
         qledger events q.ledger --kind put --outcome ok --json
+        qledger events ledgers/ --outcome error
     """
-    with Ledger.open(ledger) as led:
-        found = led.events(
-            resolve_quantum(led, quantum),
-            kind=kind or None,
-            dataset_id=resolve_id(led, dataset, "datasets", "dataset_id", "dataset"),
-            outcome=outcome or None,
-            attempt=attempt,
-        )
-        if as_json:
+    many = Ledgers(ledgers)
+    listed: list[Event] = []
+    where: list[str] = []
+    held = 0
+    for target in many:
+        with many.reading(target), Ledger.open(target) as led:
+            qid = resolve_quantum(led, quantum, missing_ok=many.several)
+            did = resolve_id(
+                led, dataset, "datasets", "dataset_id", "dataset", missing_ok=many.several
+            )
+            if (quantum is not None and qid is None) or (dataset is not None and did is None):
+                continue  # one of several ledgers, without the quantum or dataset asked for
+            held += 1
+            found = led.events(
+                qid, kind=kind or None, dataset_id=did, outcome=outcome or None, attempt=attempt
+            )
+            name = display_target(target)
+            if as_json:
+                key = '{"ledger":' + json.dumps(name) + ","
+                for event in found:
+                    line = event.model_dump_json()
+                    click.echo(key + line[1:] if many.several else line)
+                continue
             for event in found:
-                click.echo(event.model_dump_json())
-            return
-        listed = list(found)
-    _render_events(make_console(), listed, detail=detail)
+                listed.append(event)
+                where.append(name)
+    if many.several and not held and len(many) > many.unreadable:
+        asked = " and ".join(
+            f"{what} {value}"
+            for what, value in (("quantum", quantum), ("dataset", dataset))
+            if value is not None
+        )
+        raise Failure(f"none of the {count(len(many), 'ledger')} read holds {asked}")
+    if not as_json and (held or not many.several):
+        _render_events(make_console(), listed, detail=detail, where=where if many.several else None)
+    many.finish(ctx)
 
 
-def _render_events(console: Console, listed: Sequence[Event], *, detail: bool) -> None:
+def _render_events(
+    console: Console,
+    listed: Sequence[Event],
+    *,
+    detail: bool,
+    where: Sequence[str] | None = None,
+) -> None:
+    """The events as a table (a ledger column when ``where`` names each one's), then a count."""
     several = len({event.quantum_id for event in listed}) > 1
     days = sorted({event.recorded_at.date().isoformat() for event in listed})
     one_day = len(days) == 1
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
-    columns = [("seq", "right"), ("quantum", "left")] if several else [("seq", "right")]
+    columns = [("ledger", "left")] if where is not None else []
+    columns += [("seq", "right"), ("quantum", "left")] if several else [("seq", "right")]
     columns += [
         ("q.seq", "right"),
         ("att", "right"),
@@ -316,8 +356,9 @@ def _render_events(console: Console, listed: Sequence[Event], *, detail: bool) -
         table.add_column(name, justify=justify, no_wrap=name != "error")  # type: ignore[arg-type]
     if detail:
         table.add_column("detail")
-    for event in listed:
-        cells: list[str | Text] = [str(event.seq)]
+    for n, event in enumerate(listed):
+        cells: list[str | Text] = [Path(where[n]).name] if where is not None else []
+        cells.append(str(event.seq))
         if several:
             cells.append(short_id(event.quantum_id))
         at = "%H:%M:%S.%f" if one_day else "%Y-%m-%d %H:%M:%S.%f"
@@ -356,8 +397,43 @@ def _provenance_json(provenance: QuantumProvenanceData) -> str:
     return json.dumps(data, indent=2)
 
 
+def _only_quantum(many: Ledgers, quantum: str | None) -> tuple[str, str]:
+    """The one ledger and quantum that replay reads among several: (target, quantum id).
+
+    Raises:
+        Failure: no ledger holds the quantum, or several quanta (or ledgers) could be meant.
+    """
+    found: dict[str, list[str]] = {}  # quantum id -> the ledgers that hold it
+    described: dict[str, str] = {}
+    for target in many:
+        with many.reading(target), Ledger.open(target) as led:
+            qid = resolve_quantum(led, quantum, missing_ok=True)
+            ids = [qid] if qid is not None else [] if quantum else led.quantum_ids()
+            for one in map(str, ids):
+                found.setdefault(one, []).append(target)
+                if len(described) <= CANDIDATES_LISTED:
+                    info = led.info(one)
+                    described[one] = f"{one} {info.task_label} ({fmt_data_id(info.data_id)})"
+    read = count(len(many) - many.unreadable, "ledger")
+    if not found:
+        asked = f"quantum {quantum}" if quantum else "a quantum"
+        raise Failure(f"none of the {read} read holds {asked}")
+    if len(found) > 1:
+        listed = "; ".join(list(described.values())[:CANDIDATES_LISTED])
+        more = ", and more" if len(found) > CANDIDATES_LISTED else ""
+        raise Failure(
+            f"the {read} read hold {count(len(found), 'quantum', 'quanta')}: replay reads one; "
+            f"give --quantum ID: {listed}{more}"
+        )
+    ((qid, targets),) = found.items()
+    if len(targets) > 1:
+        names = ", ".join(display_target(t) for t in targets)
+        raise Failure(f"quantum {qid} is in {count(len(targets), 'ledger')} ({names}): name one")
+    return targets[0], qid
+
+
 @click.command()
-@ledger_argument
+@ledgers_argument
 @quantum_option
 @click.option(
     "--until",
@@ -367,8 +443,10 @@ def _provenance_json(provenance: QuantumProvenanceData) -> str:
 )
 @click.option("--attempt", "-a", type=click.IntRange(min=1), help="Replay this attempt only.")
 @click.option("--output", "-o", metavar="FILE", help="Write the JSON to FILE instead of stdout.")
+@click.pass_context
 def replay(
-    ledger: str,
+    ctx: click.Context,
+    ledgers: tuple[str, ...],
     quantum: str | None,
     until: int | datetime | None,
     attempt: int | None,
@@ -377,32 +455,58 @@ def replay(
     """Replay a quantum's events into its provenance (QuantumProvenanceData JSON).
 
     The JSON loads back with QuantumProvenanceData.direct(**json.loads(text)).
+    Given several ledgers or a folder, replay reads the one quantum they hold,
+    or the one --quantum names (found in whichever ledger holds it); a ledger
+    that cannot be read is one line on stderr.
 
     \b
     Example:
         qledger replay q.ledger --until 12 -o provenance.json
+        qledger replay ledgers/ --quantum 3f2a9c1e
     """
+    many = Ledgers(ledgers)
+    if many.several:
+        ledger, qid = _only_quantum(many, quantum)
+    else:
+        ledger, qid = many.targets[0], None
     with Ledger.open(ledger) as led:
-        provenance = led.replay(resolve_quantum(led, quantum), until=until, attempt=attempt)
+        if qid is None:
+            qid = resolve_quantum(led, quantum)
+        provenance = led.replay(qid, until=until, attempt=attempt)
     text_value = _provenance_json(provenance) + "\n"
-    write_output(output, lambda f: f.write(text_value), inputs=[ledger])
+    write_output(output, lambda f: f.write(text_value), inputs=many.targets)
+    many.finish(ctx)
 
 
 @click.command()
-@ledger_argument
+@ledgers_argument
 @quantum_option
-def head(ledger: str, quantum: str | None) -> None:
+@click.pass_context
+def head(ctx: click.Context, ledgers: tuple[str, ...], quantum: str | None) -> None:
     """Print each quantum's chain head (JSON), to keep elsewhere for verify --head.
 
     One JSON object per line: quantum_id, quantum_seq, hash and terminal kind.
-    A hash chain cannot see a cut-off tail; a head kept elsewhere can.
+    A hash chain cannot see a cut-off tail; a head kept elsewhere can. Given
+    several ledgers or a folder, the heads of all their quanta (verify --head
+    finds each quantum's ledger again); a ledger that cannot be read is one
+    line on stderr.
 
     \b
     Example:
         qledger head q.ledger > q.head.json
+        qledger head ledgers/ > heads.jsonl
     """
-    with Ledger.open(ledger) as led:
-        qid = resolve_quantum(led, quantum)
-        ids = [qid] if qid is not None else [str(q) for q in led.quantum_ids()]
-        for one in ids:
-            click.echo(led.head(one).model_dump_json())
+    many = Ledgers(ledgers)
+    held = 0
+    for target in many:
+        with many.reading(target), Ledger.open(target) as led:
+            qid = resolve_quantum(led, quantum, missing_ok=many.several)
+            if quantum is not None and qid is None:
+                continue
+            held += 1
+            ids = [qid] if qid is not None else [str(q) for q in led.quantum_ids()]
+            for one in ids:
+                click.echo(led.head(one).model_dump_json())
+    if quantum is not None and many.several and not held and len(many) > many.unreadable:
+        raise Failure(f"none of the {count(len(many), 'ledger')} read holds quantum {quantum}")
+    many.finish(ctx)

@@ -24,7 +24,7 @@ from ..sources import expand_ledgers
 from ..store.connect import display_target
 from ._common import EXIT_BAD_INPUT, EXIT_OK, EXIT_PROBLEM, Failure, complete_path
 
-__all__ = ["Ledgers", "count", "ledgers_argument"]
+__all__ = ["Ledgers", "count", "ledgers_argument", "one_ledger"]
 
 #: The ``LEDGER|DIR...`` argument of the inspecting commands.
 ledgers_argument = click.argument(
@@ -120,3 +120,19 @@ class Ledgers:
             click.echo(f"qledger: {summary}", err=True)
         if self.code != EXIT_OK:
             ctx.exit(self.code)
+
+
+def one_ledger(argument: str, command: str) -> str:
+    """The one ledger a command that reads exactly one is given: a file, or a folder of one.
+
+    Raises:
+        Failure: a folder without a ledger, or with several.
+    """
+    many = Ledgers([argument])
+    if len(many) != 1:
+        raise Failure(
+            f"qledger {command} reads one ledger, and {argument} holds {len(many):,}: "
+            f"ingest them into one (qledger ingest central.sqlite {argument}) and "
+            f"run qledger {command} on that"
+        )
+    return many.targets[0]

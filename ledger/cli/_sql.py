@@ -14,7 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..store.query import DEFAULT_QUERY_TIMEOUT_S, read_only_query
-from ._common import ledger_argument, make_console
+from ._common import complete_path, make_console
+from ._many import one_ledger
 
 # --- sql --------------------------------------------------------------------------------
 
@@ -27,8 +28,26 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-@click.command()
-@ledger_argument
+class _QueryCommand(click.Command):
+    """A command whose QUERY may start with ``--`` (an SQL comment) without being an option.
+
+    An argument that starts with a dash and holds a space or a line break is
+    no option name: it is taken as it is (``qledger sql q.ledger "-- why\\nSELECT 1"``).
+    An unknown option without one (``--jsn``) is still refused.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if any(a.startswith("-") and any(c.isspace() for c in a) for a in args):
+            ctx.ignore_unknown_options = True
+            try:
+                return super().parse_args(ctx, args)
+            finally:
+                ctx.ignore_unknown_options = False
+        return super().parse_args(ctx, args)
+
+
+@click.command(cls=_QueryCommand)
+@click.argument("ledger", metavar="LEDGER|DIR", shell_complete=complete_path)
 @click.argument("query")
 @click.option(
     "--param",
@@ -68,7 +87,8 @@ def sql(
     EXPLAIN; PRAGMA table_info on SQLite, SHOW on PostgreSQL), calling only
     functions of a safe list, in a session that cannot write: UPDATE, DELETE,
     DROP, ATTACH, COMMIT, SET, COPY, pg_read_file... are refused. Ctrl-C or
-    --timeout stops it.
+    --timeout stops it. The query may start with a comment (-- ...). A folder
+    must hold one ledger: to query many, ingest them into one first.
 
     \b
     Example:
@@ -80,6 +100,7 @@ def sql(
         if not sep or not name:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
         bound[name.lstrip(":")] = value
+    ledger = one_ledger(ledger, "sql")
     with read_only_query(ledger, query, bound, timeout=timeout or None, role=role) as result:
         columns = result.columns
         if as_json:
