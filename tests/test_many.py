@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def assert_bad_reported(result: Result, folder: Folder, total: int = 3) -> None:
     assert len(lines) == 2, result.stderr
     assert lines[0].startswith(f"qledger: {folder.bad}: "), lines[0]
     assert lines[1] == f"qledger: 1 of {total} ledgers could not be read"
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.stderr
 
 
 # --- the expansion ---------------------------------------------------------------------
@@ -227,3 +228,188 @@ def test_verify_a_head_no_ledger_holds_is_a_problem(folder: Folder, tmp_path: Pa
     result = run("verify", folder.ok, folder.failed, "--head", head)
     assert result.exit_code == 1, result.output
     assert f"quantum {folder.qid(other)}: a head was given for it, but no ledger" in result.stdout
+
+
+# --- events, head, replay ----------------------------------------------------------------
+
+
+def _readable(folder: Folder) -> list[Path]:
+    """The ledgers of the folder that can be read (the tampered one can)."""
+    return [folder.ok, folder.failed] + ([folder.bad] if folder.how == "tampered" else [])
+
+
+def _assert_outcome(result: Result, folder: Folder, total: int = 3) -> None:
+    if folder.how == "tampered":
+        assert result.exit_code == 0, result.output
+        assert result.stderr == ""
+    else:
+        assert_bad_reported(result, folder, total)
+
+
+def test_events_of_a_folder(folder: Folder) -> None:
+    """events DIR --json: each readable ledger's events, each line naming its ledger."""
+    result = run("events", folder.path, "--json")
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {line["ledger"] for line in lines} == {str(p) for p in _readable(folder)}
+    for path in _readable(folder):
+        with Ledger.open(path) as led:
+            mine = [line for line in lines if line["ledger"] == str(path)]
+            assert [line["seq"] for line in mine] == [e.seq for e in led.events()]
+    _assert_outcome(result, folder)
+
+
+def test_events_table_of_a_folder_has_a_ledger_column(folder: Folder) -> None:
+    """events DIR as a table: a ledger column; --quantum picks the ledger that holds it."""
+    result = run("events", folder.path, "--quantum", folder.qid(folder.failed)[:8])
+    header = result.stdout.splitlines()[0].split()
+    assert header[0] == "ledger"
+    assert "failed.ledger" in result.stdout
+    assert "ok.ledger" not in result.stdout
+    _assert_outcome(result, folder)
+
+
+def test_events_of_a_quantum_no_ledger_holds(folder: Folder) -> None:
+    """--quantum that none of the ledgers holds is one error line."""
+    result = run("events", folder.ok, folder.failed, "--quantum", "00000000")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "qledger: error: none of the 2 ledgers read holds quantum 00000000"
+    ]
+
+
+def test_head_of_a_folder(folder: Folder) -> None:
+    """head DIR: the head of every quantum of every readable ledger, one per line."""
+    result = run("head", folder.path)
+    found = {json.loads(line)["quantum_id"] for line in result.stdout.splitlines()}
+    assert found == {folder.qid(p) for p in _readable(folder)}
+    _assert_outcome(result, folder)
+
+
+def test_replay_a_folder_needs_one_quantum(folder: Folder) -> None:
+    """replay DIR: the ledgers hold several quanta, so it asks for --quantum, listing them."""
+    result = run("replay", folder.ok, folder.failed)
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert "give --quantum ID" in line
+    assert folder.qid(folder.ok) in line
+    assert folder.qid(folder.failed) in line
+
+
+def test_replay_finds_the_quantum_in_a_folder(folder: Folder, tmp_path: Path) -> None:
+    """replay DIR --quantum ID -o FILE: the provenance from the ledger that holds it."""
+    out = tmp_path / "p.json"
+    result = run("replay", folder.path, "--quantum", folder.qid(folder.failed), "-o", out)
+    with Ledger.open(folder.failed) as led:
+        expected = led.replay()
+    loaded = json.loads(out.read_text())
+    assert set(loaded["actual_outputs"]) == {str(i) for i in expected.actual_outputs}
+    _assert_outcome(result, folder)
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def test_export_jsonl_of_a_folder(folder: Folder, tmp_path: Path) -> None:
+    """export DIR -o F: each readable ledger in turn, starting with its record naming it."""
+    out = tmp_path / "all.jsonl"
+    result = run("export", folder.path, "-o", out)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    sources = [r["source"] for r in records if r["record"] == "ledger"]
+    assert sorted(sources) == sorted(str(p) for p in _readable(folder))
+    quanta = {r["quantum_id"] for r in records if r["record"] == "quantum"}
+    assert quanta == {folder.qid(p) for p in _readable(folder)}
+    _assert_outcome(result, folder)
+
+
+def test_export_prov_of_a_folder_is_one_document(folder: Folder) -> None:
+    """export DIR --format prov: one PROV-JSON document with every readable ledger's quanta."""
+    result = run("export", folder.path, "--format", "prov")
+    document = json.loads(result.stdout)
+    activities = {key.removeprefix("quantum:") for key in document["activity"]}
+    assert activities == {folder.qid(p) for p in _readable(folder)}
+    assert len(document["wasAssociatedWith"]) == len(_readable(folder))
+    _assert_outcome(result, folder)
+
+
+# --- recover, sql ------------------------------------------------------------------------
+
+
+def test_recover_a_folder(folder: Folder) -> None:
+    """recover DIR: the failed quantum's report, a summary, exit 1 (2 with an unreadable one)."""
+    result = run("recover", folder.path, "--datastore", folder.root)
+    assert "failed.ledger" in result.stdout
+    assert "RuntimeError: the fit did not converge" in result.stdout
+    read = len(_readable(folder))
+    assert f"{read} ledgers read: 1 with quanta to recover, {read - 1} with nothing to recover" in (
+        result.stdout
+    )
+    if folder.how == "tampered":
+        assert result.exit_code == 1, result.output
+    else:
+        assert_bad_reported(result, folder)
+
+
+def test_recover_a_folder_as_json_lines(folder: Folder) -> None:
+    """recover DIR --json: one line per ledger with something to recover, naming it."""
+    result = run("recover", folder.path, "--datastore", folder.root, "--json")
+    (line,) = result.stdout.splitlines()
+    report = json.loads(line)
+    assert report["ledger"] == str(folder.failed)
+    assert report["quanta"][0]["status"] == "failed"
+
+
+def test_sql_refuses_many_ledgers_and_points_to_ingest(folder: Folder) -> None:
+    """sql on a folder of several ledgers is one line saying to ingest them first."""
+    result = run("sql", folder.path, "SELECT 1")
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert "qledger sql reads one ledger" in line
+    assert "qledger ingest" in line
+
+
+def test_sql_on_a_folder_of_one_ledger(tmp_path: Path, folder: Folder) -> None:
+    """sql on a folder that holds one ledger queries it."""
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copyfile(folder.ok, one / "ok.ledger")
+    result = run("sql", one, "SELECT count(*) AS n FROM quanta", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"n": 1}
+
+
+def test_sql_query_may_start_with_a_comment(folder: Folder) -> None:
+    """A query starting with an SQL comment (--) is the query, not an option."""
+    query = "-- how many quanta\nSELECT count(*) AS n FROM quanta"
+    result = run("sql", folder.ok, query, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"n": 1}
+    result = run("sql", folder.ok, "--json", "-- a comment and\nSELECT 2 AS n")
+    assert json.loads(result.stdout) == {"n": 2}
+    assert run("sql", folder.ok, "--jsn", "SELECT 1").exit_code == 2  # still a bad option
+
+
+# --- an ambiguous prefix ---------------------------------------------------------------
+
+
+def test_an_ambiguous_prefix_lists_the_candidates(tmp_path: Path) -> None:
+    """An id prefix several datasets share is refused, listing them with type and data ID."""
+    ledger = tmp_path / "q.ledger"
+    run_quantum(make_quantum(tmp_path / "repo", visit=1, n_inputs=1, n_outputs=1), ledger)
+    shared = [f"abcd{n:04x}-0000-5000-8000-000000000000" for n in range(12)]
+    conn = sqlite3.connect(ledger)  # rows a recorder could have written, with ids alike
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(datasets)")]
+    (row,) = conn.execute("SELECT * FROM datasets WHERE role = 'output'").fetchall()
+    for one in shared:
+        values = [one if c == "dataset_id" else v for c, v in zip(columns, row, strict=True)]
+        conn.execute(f"INSERT INTO datasets VALUES ({', '.join('?' * len(values))})", values)
+    conn.commit()
+    conn.close()
+    result = run("events", ledger, "--dataset", "abcd")
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert "dataset id prefix abcd is ambiguous" in line
+    for one in shared[:10]:
+        assert f"{one} calexp (" in line
+    assert shared[10] not in line
+    assert line.endswith(", and more")
+    assert "visit=1" in line

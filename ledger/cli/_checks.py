@@ -295,10 +295,11 @@ def _render_recovery(
     if not report.quanta:
         console.print(f"{ledger}: every quantum succeeded; nothing to recover")
         return
-    where = f"{ledger}  " if several else ""
+    if several:
+        console.print(Text(f"{ledger}:", style="bold"), overflow="fold")
     for rec in report.quanta:
         console.rule(
-            Text(f"{where}quantum {rec.quantum_id}  {rec.task_label}  {fmt_data_id(rec.data_id)}"),
+            Text(f"quantum {rec.quantum_id}  {rec.task_label}  {fmt_data_id(rec.data_id)}"),
             align="left",
         )
         console.print(_recovery_table(rec))
