@@ -6,7 +6,9 @@ Usage::
     python benchmarks/run.py --quick    # under a minute: smaller sizes, fewer rounds
 
 Prints the table and writes ``benchmarks/RESULTS.md`` with the machine, date
-and versions (``--output`` writes elsewhere). Benchmarks are never timed tests:
+and versions; a ``--quick`` run writes ``benchmarks/RESULTS-quick.md`` instead
+(ignored by git: the committed figures are a full run's), and ``--output``
+writes elsewhere. Benchmarks are never timed tests:
 nothing here fails on a number, the table says whether each target is met.
 
 The figures (SPEC §9): recording one call against bare SQLite and
@@ -33,6 +35,12 @@ from bench_replay import make_ledger, replay_figures
 from common import Figure, machine, versions
 
 HERE = Path(__file__).resolve().parent
+
+
+def default_output(quick: bool) -> Path:
+    """Where the table goes without --output: a quick run never replaces the committed one."""
+    return HERE / ("RESULTS-quick.md" if quick else "RESULTS.md")
+
 
 _METHOD = """\
 How to read it. Every figure is timed beside its baseline, in the same run and
@@ -150,9 +158,13 @@ def main() -> None:
     """Run every benchmark, print the table, write RESULTS.md."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes: under a minute")
-    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="default: RESULTS.md (RESULTS-quick.md)"
+    )
     parser.add_argument("--tmp", type=Path, default=None, help="where to build the ledgers")
     args = parser.parse_args()
+    if args.output is None:
+        args.output = default_output(args.quick)
     started = time.perf_counter()
     figures: list[Figure] = []
     shm = Path("/dev/shm")

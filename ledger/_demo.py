@@ -1,6 +1,7 @@
 """``qledger demo``: a small pipeline with a failure and a killed quantum, recovered and retried.
 
-Three tasks (isr -> calibrate -> coadd), eighteen quanta, real files in a
+Three tasks (isr -> calibrate -> coadd), twenty quanta (eighteen at first; the
+last two coadds once recovery gave them their inputs), real files in a
 `FileDatastore` and one ledger file per quantum, as an executor would run
 them. One calibrate quantum fails with an exception; another runs in a child
 process that is killed with SIGKILL right after its first output reached the
@@ -307,7 +308,11 @@ def _narrate(where: Path, say: _Narrator, *, recovery: bool) -> None:
             progress.advance(bar)
     failed = _ledger_name("calibrate", _exposure(*FAILING))
     killed = _ledger_name("calibrate", _exposure(*KILLED))
-    say.say(f"ran {len(plan)} quanta, each recorded in its own ledger under ledgers/; of those:")
+    total = len(plan) + len(DETECTORS[2:])  # the coadds that wait run after the recovery
+    say.say(
+        f"ran {len(plan)} of the pipeline's {total} quanta, each recorded in its own ledger "
+        "under ledgers/; of those:"
+    )
     say.say(f"  {failed} {outcomes[failed]}")
     say.say(f"  {killed} was killed (SIGKILL, pid {killed_pid})")
     say.say("    after writing its src artifact, before recording the put")

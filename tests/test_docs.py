@@ -111,8 +111,13 @@ def test_site_builds_strict(tmp_path: Path) -> None:
 
 
 def test_demo_size_is_what_the_docs_say(tmp_path: Path) -> None:
-    """The number of quanta the demo runs is the number the command-line reference states."""
+    """The demo's pipeline size, and how many quanta run at first, agree with its help and docs."""
     result = CliRunner().invoke(main, ["demo", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
-    (ran,) = re.findall(r"ran (\d+) quanta", result.output)
-    assert f"{ran}-quantum pipeline" in section("cli")
+    ((ran, total),) = re.findall(r"ran (\d+) of the pipeline's (\d+) quanta", result.output)
+    assert len(list((tmp_path / "demo" / "ledgers").glob("*.ledger"))) == int(total)
+    assert f"{total}-quantum pipeline" in section("cli")
+    assert f"{ran} quanta run at first" in section("cli")
+    help_text = " ".join(CliRunner().invoke(main, ["demo", "--help"]).output.split())
+    assert f"A pipeline of {total} quanta" in help_text
+    assert f"so {ran} run at first" in help_text

@@ -267,7 +267,11 @@ def _configure_logging(ctx: click.Context, verbose: int) -> None:
 # --- the group ------------------------------------------------------------------------
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Group,
+    invoke_without_command=True,  # bare ``qledger``: the help and exit code 0, as git does
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.option("-v", "--verbose", count=True, help="Log more to stderr (-v info, -vv debug).")
 @click.version_option(__version__, "--version", prog_name="qledger")
@@ -289,6 +293,9 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     Example:
         qledger demo
     """
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        return
     _configure_logging(ctx, verbose)
 
 

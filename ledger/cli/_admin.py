@@ -159,11 +159,13 @@ def export(ctx: click.Context, ledgers: tuple[str, ...], fmt: str, output: str |
 def demo(directory: str | None, no_recovery: bool) -> None:
     """Run a small pipeline with a failure and a killed quantum; recover and retry.
 
-    Twenty quanta of three tasks (isr, calibrate, coadd) write real files into
-    a FileDatastore, each recorded in its own ledger; one fails with an
-    exception and one is killed with SIGKILL mid-way. The demo then shows
-    status, provenance, the recovery report and a successful retry (or, with
-    --no-recovery, stops after the status for you to try recovery yourself).
+    A pipeline of 20 quanta of three tasks (isr, calibrate, coadd) writes real
+    files into a FileDatastore, each quantum recorded in its own ledger; one
+    fails with an exception and one is killed with SIGKILL mid-way, so 18 run
+    at first and the last two coadds wait for their inputs. The demo then
+    shows status, provenance, the recovery report, a successful retry and the
+    two coadds (or, with --no-recovery, stops after the status for you to try
+    recovery yourself).
     DIR must be new or empty; without it a temporary folder is used (and printed).
 
     \b

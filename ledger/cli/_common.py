@@ -6,6 +6,7 @@ import json
 import os
 import re
 import select
+import stat
 import sys
 import tempfile
 import uuid
@@ -16,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from ..errors import OverwriteRefusedError
+from ..errors import LedgerError, OverwriteRefusedError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -140,26 +141,78 @@ def check_output(path: str, inputs: Iterable[str] = ()) -> None:
         )
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def output_mode(path: str | os.PathLike[str], inputs: Iterable[str] = ()) -> int:
+    """The permission bits of an output file, as a shell redirection would give them.
+
+    An existing file keeps its mode. A new one gets ``0666 & ~umask``, but never
+    more readable than the ledgers it is made from: a ledger only its owner may
+    read (0600) gives an export only its owner may read, whatever the umask.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        pass
+    else:
+        return stat.S_IMODE(st.st_mode)
+    from ..store.log import is_sqlite_target, sqlite_path  # lazy: start-up
+
+    mode = 0o666 & ~_current_umask()
+    for item in inputs:
+        if not is_sqlite_target(item) or sqlite_path(item) == ":memory:":
+            continue
+        try:
+            source = os.stat(sqlite_path(item)).st_mode
+        except OSError:
+            continue
+        allowed = 0o600
+        if source & stat.S_IRGRP:
+            allowed |= 0o060
+        if source & stat.S_IROTH:
+            allowed |= 0o006
+        mode &= allowed
+    return mode
+
+
 def write_output(
     path: str | None, write: Callable[[IO[str]], object], *, inputs: Iterable[str] = ()
 ) -> None:
     """Write to ``path`` atomically (temp file, then rename), or to stdout.
 
+    The file gets the mode of `output_mode`. An error of the file system names
+    ``path``, never the temporary file beside it.
+
     Raises:
         OverwriteRefusedError: ``path`` is one of ``inputs`` or a ledger (see `check_output`).
+        Failure: ``path`` cannot be written (no such folder, no permission, disk full).
     """
     if path is None or path == "-":
         write(sys.stdout)
         return
+    inputs = list(inputs)
     check_output(path, inputs)
-    if os.path.exists(path) and not os.path.isfile(path):
-        # /dev/null, /dev/stdout, a FIFO: write into it; renaming over it would replace it.
-        with open(path, "w", encoding="utf-8") as f:
-            write(f)
-        return
-    target = Path(path)
+    try:
+        if os.path.exists(path) and not os.path.isfile(path):
+            # /dev/null, /dev/stdout, a FIFO: write into it; renaming over it would replace it.
+            with open(path, "w", encoding="utf-8") as f:
+                write(f)
+            return
+        _write_atomically(Path(path), write, output_mode(path, inputs))
+    except LedgerError:
+        raise
+    except OSError as e:
+        raise Failure(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def _write_atomically(target: Path, write: Callable[[IO[str]], object], mode: int) -> None:
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             write(f)
         os.replace(temp, target)

@@ -250,7 +250,7 @@ def show(ctx: click.Context, ledgers: tuple[str, ...], as_json: bool, every: boo
     "--kind",
     "-k",
     multiple=True,
-    type=click.Choice([k.value for k in EventKind]),
+    type=click.Choice([k.value for k in EventKind], case_sensitive=False),
     help="Only events of this kind (repeatable).",
 )
 @click.option(
@@ -259,7 +259,7 @@ def show(ctx: click.Context, ledgers: tuple[str, ...], as_json: bool, every: boo
 @click.option(
     "--outcome",
     multiple=True,
-    type=click.Choice([o.value for o in Outcome]),
+    type=click.Choice([o.value for o in Outcome], case_sensitive=False),
     help="Only events with this outcome (repeatable).",
 )
 @click.option("--attempt", "-a", type=click.IntRange(min=1), help="Only this attempt.")
