@@ -36,6 +36,7 @@ from ledger import (
 )
 from ledger.central import collect_and_transfer, expand_sources, ingest, lineage
 from ledger.cli import main
+from ledger.cli._output import as_on_terminal
 from ledger.errors import InvalidParameterError
 from ledger.store.log import lock_event_order
 from ledger.testing import PipelineRun, make_quantum, run_pipeline
@@ -592,15 +593,20 @@ def test_cli_show_of_a_central_ledger_sums_up_per_task(
     monkeypatch.setattr(_inspect, "LIST_AT_MOST", 5)
     central = str(tmp_path / "central.sqlite")
     ingest(central, _sources(pipeline))
-    result = CliRunner().invoke(main, ["show", central])
+    with as_on_terminal():  # off a terminal every quantum is listed, as tab-separated values
+        result = CliRunner().invoke(main, ["show", central])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith("14 quanta: listing the 1 that did not succeed")
     assert sum("failed" in line and "calibrate" in line for line in lines) == 2  # row + task
     task_rows = [line.split() for line in lines if line.split()[:1] == ["calibrate"]]
     assert ["calibrate", "6", "5", "1", "0"] in [row[:5] for row in task_rows]
-    every = CliRunner().invoke(main, ["show", central, "--all"])
+    with as_on_terminal():
+        every = CliRunner().invoke(main, ["show", central, "--all"])
     assert sum(" succeeded " in line for line in every.stdout.splitlines()) == 13
+    piped = CliRunner().invoke(main, ["show", central]).stdout.splitlines()
+    assert len(piped) == 1 + 14
+    assert piped[0].startswith("ledger\tquantum_id\t")
 
 
 # --- found in review: each pins a fixed bug ---------------------------------------------------

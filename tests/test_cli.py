@@ -25,6 +25,7 @@ from docs_text import section as section_text
 from ledger import FileDatastore, Head, Ledger, QuantumBackedButler, QuantumProvenanceData
 from ledger._logging import get_logger
 from ledger.cli import main
+from ledger.cli._output import as_on_terminal
 from ledger.store import migrate
 from ledger.testing import QuantumFixture, make_quantum
 
@@ -37,6 +38,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def run(*args: str | Path) -> Result:
     """Invoke qledger in-process, as a user would from a shell."""
     return CliRunner().invoke(main, [str(a) for a in args], prog_name="qledger")
+
+
+def run_tty(*args: str | Path) -> Result:
+    """Invoke qledger in-process, printing as on a terminal (tables aligned, summary on stdout)."""
+    with as_on_terminal():
+        return run(*args)
 
 
 def all_commands() -> dict[str, click.Command]:
@@ -173,7 +180,7 @@ def test_python_dash_m_ledger_runs_the_cli() -> None:
 
 def test_show_lists_quanta_with_status_and_counts(work: Work) -> None:
     """show prints each quantum's task, status, attempts and counts, and a summary."""
-    result = run("show", work.ok, work.failed)
+    result = run_tty("show", work.ok, work.failed)
     assert result.exit_code == 0, result.output
     assert "ok.ledger" in result.output
     assert "failed.ledger" in result.output
@@ -486,9 +493,8 @@ def test_sql_prints_a_table_or_json_with_parameters(work: Work) -> None:
     qid = work.qid(work.failed)
     result = run("sql", work.failed, query, "-p", f"qid={qid}")
     assert result.exit_code == 0
-    assert "status" in result.stdout
-    assert "failed" in result.stdout
-    assert "1 row" in result.stdout
+    assert result.stdout == "status\tattempts\nfailed\t1\n"  # off a terminal: TSV
+    assert result.stderr == "1 row\n"
     rows = run("sql", work.failed, query, "-p", f"qid={qid}", "--json").stdout.splitlines()
     assert [json.loads(r) for r in rows] == [{"status": "failed", "attempts": 1}]
     assert run("sql", work.failed, "PRAGMA table_info(events)").exit_code == 0
@@ -875,7 +881,13 @@ def _run_session(block: str, tmp_path: Path) -> None:
     bin_dir = Path(sys.executable).parent
     if not (bin_dir / "qledger").exists():
         pytest.skip("qledger is not installed in this environment")
-    env = {**os.environ, "COLUMNS": "100", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    # The sessions show what a person sees: a terminal 100 columns wide.
+    env = {
+        **os.environ,
+        "COLUMNS": "100",
+        "QLEDGER_TERMINAL": "1",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
     cwd = tmp_path
     steps: list[tuple[str, list[str]]] = []
     for line in block.splitlines():

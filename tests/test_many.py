@@ -15,6 +15,7 @@ from test_cli import run_quantum, tamper
 from ledger import Ledger
 from ledger.central import expand_sources
 from ledger.cli import main
+from ledger.cli._output import as_on_terminal
 from ledger.sources import expand_ledgers
 from ledger.testing import make_quantum
 
@@ -22,6 +23,12 @@ from ledger.testing import make_quantum
 def run(*args: str | Path) -> Result:
     """Invoke qledger in-process, as a user would from a shell."""
     return CliRunner().invoke(main, [str(a) for a in args], prog_name="qledger")
+
+
+def run_tty(*args: str | Path) -> Result:
+    """Invoke qledger in-process, printing as on a terminal (tables aligned, summary on stdout)."""
+    with as_on_terminal():
+        return run(*args)
 
 
 @dataclass
@@ -155,7 +162,7 @@ def test_show_table_of_files_goes_on_past_a_bad_one(folder: Folder) -> None:
     """show A BAD B: the table of A and B, then a line for BAD and the summary."""
     if folder.how == "tampered":
         pytest.skip("a tampered ledger is readable")
-    result = run("show", folder.ok, folder.bad, folder.failed)
+    result = run_tty("show", folder.ok, folder.bad, folder.failed)
     assert "ok.ledger" in result.stdout
     assert "failed.ledger" in result.stdout
     assert "2 quanta: 1 failed, 1 succeeded" in result.stdout
@@ -165,7 +172,7 @@ def test_show_table_of_files_goes_on_past_a_bad_one(folder: Folder) -> None:
 def test_a_named_file_that_is_not_a_ledger_is_a_problem_line(folder: Folder) -> None:
     """A named non-ledger file is reported (unlike one found in a folder, which is skipped)."""
     notes = folder.path / "notes.txt"
-    result = run("show", folder.ok, notes)
+    result = run_tty("show", folder.ok, notes)
     assert result.exit_code == 2
     assert "ok.ledger" in result.stdout
     lines = _problem_lines(result)
@@ -260,7 +267,7 @@ def test_events_of_a_folder(folder: Folder) -> None:
 
 def test_events_table_of_a_folder_has_a_ledger_column(folder: Folder) -> None:
     """events DIR as a table: a ledger column; --quantum picks the ledger that holds it."""
-    result = run("events", folder.path, "--quantum", folder.qid(folder.failed)[:8])
+    result = run_tty("events", folder.path, "--quantum", folder.qid(folder.failed)[:8])
     header = result.stdout.splitlines()[0].split()
     assert header[0] == "ledger"
     assert "failed.ledger" in result.stdout

@@ -330,7 +330,7 @@ def test_no_work_found_is_a_success_with_caveats_and_still_propagates(tmp_path: 
     }
     status = _status(path)
     assert status["status"] == "succeeded"
-    assert json.loads(str(status["caveats"])) == event.detail["caveats"]
+    assert status["caveats"] == event.detail["caveats"]
 
 
 def test_any_exception_named_no_work_found_counts(tmp_path: Path) -> None:
@@ -353,18 +353,18 @@ def test_any_exception_named_no_work_found_counts(tmp_path: Path) -> None:
         with pytest.raises(NoWorkFound):
             run(fixture, path, error)
         assert _status(path)["status"] == "succeeded"
-        assert json.loads(str(_status(path)["caveats"])) == ["no_work"]
+        assert _status(path)["caveats"] == ["no_work"]
 
 
 def test_caveats_say_which_outputs_are_missing(tmp_path: Path) -> None:
-    """All outputs written: no caveats ('[]'); some missing: some_outputs_missing."""
+    """All outputs written: no caveats ([]); some missing: some_outputs_missing."""
     for n_put, expected in ((2, []), (1, ["some_outputs_missing"])):
         fixture = make_quantum(tmp_path / f"repo{n_put}", n_inputs=1, n_outputs=2)
         path = tmp_path / f"q{n_put}.ledger"
         with QuantumBackedButler.initialize(fixture.root, fixture.quantum, ledger=path) as b:
             for ref in fixture.outputs[:n_put]:
                 b.put({"n": 1}, ref)
-        assert json.loads(str(_status(path)["caveats"])) == expected
+        assert _status(path)["caveats"] == expected
     fixture, path = _failed(tmp_path / "failed")
     assert _status(path)["caveats"] is None  # caveats qualify successes only
 
@@ -574,7 +574,7 @@ def test_a_0001_ledger_upgrades_to_status_with_caveats(tmp_path: Path) -> None:
     migrate.upgrade(engine)
     engine.dispose()
     assert _rows(path) == rows
-    assert json.loads(str(_status(path)["caveats"])) == ["some_outputs_missing"]
+    assert _status(path)["caveats"] == ["some_outputs_missing"]
 
 
 @pytest.mark.postgres
@@ -601,8 +601,8 @@ def test_status_caveats_agree_on_postgres(tmp_path: Path, postgres_url: str) -> 
     assert found["sqlite"] == found["postgres"]
     assert [c for _, c in found["sqlite"]] == sorted(
         [
-            '["no_work","some_outputs_missing","all_outputs_missing"]',
-            '["some_outputs_missing"]',
-            "[]",
+            ["no_work", "some_outputs_missing", "all_outputs_missing"],
+            ["some_outputs_missing"],
+            [],
         ]
     )

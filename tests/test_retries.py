@@ -10,7 +10,6 @@ resuming means; the three doors (``extract_provenance_data()``, a fresh
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 
@@ -126,7 +125,7 @@ class RetryMachine(ButlerMachine):
             expected = success_caveats(
                 False, self.model.predicted_outputs, self.model.actual_outputs
             )
-            assert json.loads(row["caveats"]) == expected
+            assert row["caveats"] == expected
         else:
             assert row["caveats"] is None
 

@@ -126,13 +126,13 @@ def test_option_defaults_command_line_then_environment_then_config_file(tmp_path
     from_env = run("events", ledger, env=env)
     assert from_env.exit_code == 0, from_env.output
     assert not from_env.stdout.startswith("{")
-    assert " put " in from_env.stdout
+    assert "\tput\t" in from_env.stdout
     assert "quantum_started" not in from_env.stdout
     from_line = run("events", ledger, "--json", "--kind", "get", env=env)
     assert [json.loads(line)["kind"] for line in from_line.stdout.splitlines()] == ["get"]
     env = {"QLEDGER_SHOW_JSON": "1"}
     assert json.loads(run("show", ledger, env=env).stdout)["status"] == "succeeded"
-    assert run("show", ledger).stdout.startswith("quantum ")  # the default: a table
+    assert run("show", ledger).stdout.startswith("ledger\tquantum_id\t")  # the default: a table
 
 
 def test_the_user_config_file_is_read_from_xdg_config_home(

@@ -90,7 +90,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sql": (
         "_sql",
         "sql",
-        "Run one read-only SQL query on a ledger; print a table, or JSON lines.",
+        "Run one read-only SQL query on a ledger; print a table, JSON lines or CSV.",
     ),
     "upgrade": (
         "_admin",

@@ -20,6 +20,7 @@ from ..store.ledger import Ledger
 from ..store.log import is_sqlite_target, sqlite_path
 from ._common import ledger_argument, make_console, write_output
 from ._many import Ledgers, ledgers_argument
+from ._output import as_on_terminal
 
 __all__ = ["demo", "export", "upgrade"]
 
@@ -181,5 +182,6 @@ def _invoke(args: Sequence[str]) -> int:
     """Run a qledger command in this process (for the demo); its exit code."""
     from . import main  # the group, which imports this module lazily
 
-    code = main.main(args=list(args), prog_name="qledger", standalone_mode=False)
+    with as_on_terminal():  # the demo is told to people, even when piped
+        code = main.main(args=list(args), prog_name="qledger", standalone_mode=False)
     return int(code or 0)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from ..events import Event, EventKind, Outcome
 from ..provenance import QuantumProvenanceData
@@ -23,7 +21,6 @@ from ._common import (
     Failure,
     fmt_data_id,
     fmt_time,
-    make_console,
     parse_until,
     quantum_option,
     resolve_id,
@@ -31,7 +28,18 @@ from ._common import (
     short_id,
     write_output,
 )
-from ._many import Ledgers, count, ledgers_argument
+from ._many import Ledgers, ledgers_argument
+from ._output import (
+    Cell,
+    Column,
+    Lines,
+    TableWriter,
+    count,
+    is_terminal,
+    iso_time,
+    json_line,
+    summary,
+)
 
 # --- show -----------------------------------------------------------------------------
 
@@ -42,8 +50,6 @@ def _status_rows(led: Ledger) -> list[dict[str, Any]]:
     for row in rows:
         row["quantum_id"] = str(row["quantum_id"])
         row["ledger"] = led.where
-        if isinstance(row.get("caveats"), str):
-            row["caveats"] = json.loads(row["caveats"])
     return rows
 
 
@@ -57,7 +63,9 @@ def _note(row: Mapping[str, Any]) -> str:
     return ", ".join(row.get("caveats") or [])
 
 
-def _took(started: str | None, ended: str | None) -> str:
+def _took(row: Mapping[str, Any]) -> str:
+    """How long the quantum's last attempt ran (a retry's wait before it is not counted)."""
+    started, ended = row.get("attempt_started_at") or row.get("started_at"), row.get("ended_at")
     if not started or not ended:
         return ""
     seconds = (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
@@ -80,23 +88,18 @@ def _common_data_id(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def _status_table(
     rows: Sequence[Mapping[str, Any]], *, ledger_column: bool, quantum_column: bool
-) -> Table:
+) -> None:
+    """The status table on a terminal: short names and ids, shared data ID keys left out."""
     common = _common_data_id(rows)
     days = {(row.get("started_at") or "")[:10] for row in rows}
-    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
-    if ledger_column:
-        table.add_column("ledger", no_wrap=True)
-    if quantum_column:
-        table.add_column("quantum", no_wrap=True)
-    table.add_column("task", no_wrap=True)
-    table.add_column("data ID")
-    table.add_column("status", no_wrap=True)
-    for name in ("att", "events", "get", "put"):
-        table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("started", no_wrap=True)
-    table.add_column("took", justify="right", no_wrap=True)
+    columns = [Column("ledger")] if ledger_column else []
+    columns += [Column("quantum")] if quantum_column else []
+    columns += [Column("task"), Column("data ID"), Column("status")]
+    columns += [Column(name, right=True) for name in ("att", "events", "get", "put")]
+    columns += [Column("started"), Column("took", right=True)]
+    table = TableWriter(columns, terminal=True)
     for row in rows:
-        cells: list[str | Text] = [Path(row["ledger"]).name] if ledger_column else []
+        cells: list[Cell] = [Path(row["ledger"]).name] if ledger_column else []
         if quantum_column:
             cells.append(short_id(row["quantum_id"]))
         data_id = {k: v for k, v in json.loads(row["data_id"]).items() if k not in common}
@@ -104,29 +107,53 @@ def _status_table(
         cells += [
             str(row["task_label"]),
             fmt_data_id(data_id),
-            Text(status + ("*" if _note(row) else ""), style=STATUS_STYLE.get(status, "")),
+            (status + ("*" if _note(row) else ""), STATUS_STYLE.get(status, "")),
             str(row["attempts"]),
-            str(row["n_events"]),
-            str(row["n_get"]),
-            str(row["n_put"]),
+            f"{row['n_events']:,}",
+            f"{row['n_get']:,}",
+            f"{row['n_put']:,}",
             fmt_time(row.get("started_at"), date=len(days) > 1),
-            _took(row.get("started_at"), row.get("ended_at")),
+            _took(row),
         ]
-        table.add_row(*cells)
-    return table
+        table.add(cells)
+    table.close()
+
+
+def _status_tsv(rows: Iterable[Mapping[str, Any]]) -> None:
+    """The status table off a terminal: one row per quantum, every value in full."""
+    names = ["ledger", "quantum_id", "task_label", "data_id", "status", "attempts", "n_events"]
+    names += ["n_get", "n_put", "started_at", "ended_at", "took", "note"]
+    table = TableWriter([Column(name) for name in names], terminal=False)
+    for row in rows:
+        values = [
+            row["ledger"],
+            row["quantum_id"],
+            row["task_label"],
+            row["data_id"],
+            row["state"],
+            row["attempts"],
+            row["n_events"],
+            row["n_get"],
+            row["n_put"],
+            iso_time(row.get("started_at")),
+            iso_time(row.get("ended_at")),
+            _took(row),
+            _note(row),
+        ]
+        table.add(["" if v is None else str(v) for v in values])
+    table.close()
 
 
 #: Above this many quanta, ``show`` lists only those that did not succeed, and sums up per task.
 LIST_AT_MOST = 100
 
 
-def _task_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+def _task_table(rows: Sequence[Mapping[str, Any]]) -> None:
     """One row per task label: how many quanta ended how, and their events."""
-    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
-    table.add_column("task", no_wrap=True)
     states = ("succeeded", "failed", "running", "interrupted")
-    for name in ("quanta", *states, "events"):
-        table.add_column(name, justify="right", no_wrap=True)
+    columns = [Column("task")]
+    columns += [Column(name, right=True) for name in ("quanta", *states, "events")]
+    table = TableWriter(columns, terminal=True)
     per_task: dict[str, list[int]] = {}
     for row in rows:
         counts = per_task.setdefault(str(row["task_label"]), [0] * (len(states) + 2))
@@ -134,21 +161,23 @@ def _task_table(rows: Sequence[Mapping[str, Any]]) -> Table:
         counts[1 + states.index(str(row["state"]))] += 1
         counts[-1] += int(row["n_events"])
     for task, counts in sorted(per_task.items()):
-        table.add_row(task, *(f"{n:,}" for n in counts))
-    return table
+        table.add([task, *(f"{n:,}" for n in counts)])
+    table.close()
 
 
-def _render_status(
-    console: Console, rows: Sequence[Mapping[str, Any]], n_ledgers: int, *, every: bool = False
-) -> None:
+def _render_status(rows: Sequence[Mapping[str, Any]], n_ledgers: int, *, every: bool) -> None:
     """The status table, then one line per starred row, then a summary.
 
-    Past `LIST_AT_MOST` quanta (a central ledger) and without ``every``, the
-    table lists only the quanta that did not succeed (at most `LIST_AT_MOST`),
-    followed by a table per task.
+    On a terminal, past `LIST_AT_MOST` quanta (a central ledger) and without
+    ``every``, the table lists only the quanta that did not succeed (at most
+    `LIST_AT_MOST`), followed by a table per task. Off a terminal it lists
+    every quantum, as tab-separated values with the note as a column; the
+    summary goes to stderr.
     """
-    listed = rows
-    if len(rows) > LIST_AT_MOST and not every:
+    terminal = is_terminal()
+    if not terminal:
+        _status_tsv(rows)
+    elif len(rows) > LIST_AT_MOST and not every:
         listed = [row for row in rows if row["status"] != "succeeded"]
         more = len(listed) - LIST_AT_MOST
         listed = listed[:LIST_AT_MOST]
@@ -158,12 +187,12 @@ def _render_status(
             )
         else:
             head = "every one succeeded"
-        console.print(f"{len(rows):,} quanta: {head}; --all lists every one")
+        summary(f"{count(len(rows), 'quantum', 'quanta')}: {head}; --all lists every one")
         if listed:
-            _render_rows(console, listed, n_ledgers)
-        console.print(_task_table(rows))
+            _render_rows(listed, n_ledgers)
+        _task_table(rows)
     else:
-        _render_rows(console, listed, n_ledgers)
+        _render_rows(rows, n_ledgers)
     counts: dict[str, int] = {}
     for row in rows:
         key = row["state"]
@@ -171,30 +200,34 @@ def _render_status(
             key = f"interrupted ({row['process']})"
         counts[key] = counts.get(key, 0) + 1
     parts = ", ".join(f"{n:,} {k}" for k, n in sorted(counts.items()))
+    if not terminal:
+        summary(f"{count(len(rows), 'quantum', 'quanta')}: {parts or 'none'}", terminal=False)
+        return
     common = _common_data_id(rows)
     shared = f"; every data ID has {fmt_data_id(common)}" if common else ""
     days = sorted({(row.get("started_at") or "")[:10] for row in rows} - {""})
     on = f" on {days[0]}" if len(days) == 1 else ""
-    noun = "quantum" if len(rows) == 1 else "quanta"
-    console.print(f"{len(rows):,} {noun}: {parts or 'none'}{shared}; times in UTC{on}")
+    took = "; took: the last attempt's" if any(row["attempts"] > 1 for row in rows) else ""
+    text = f"{count(len(rows), 'quantum', 'quanta')}: {parts or 'none'}{shared}"
+    summary(f"{text}; times in UTC{on}{took}", terminal=True)
 
 
-def _render_rows(console: Console, rows: Sequence[Mapping[str, Any]], n_ledgers: int) -> None:
-    """The status table of these rows, then one line per starred row."""
+def _render_rows(rows: Sequence[Mapping[str, Any]], n_ledgers: int) -> None:
+    """The status table of these rows on a terminal, then one line per starred row."""
     quanta_per_ledger: dict[str, int] = {}
     for row in rows:
         quanta_per_ledger[row["ledger"]] = quanta_per_ledger.get(row["ledger"], 0) + 1
     several = max(quanta_per_ledger.values(), default=0) > 1
-    console.print(
-        _status_table(rows, ledger_column=n_ledgers > 1, quantum_column=several or n_ledgers == 1)
-    )
+    _status_table(rows, ledger_column=n_ledgers > 1, quantum_column=several or n_ledgers == 1)
+    lines = []
     for row in rows:
         note = _note(row)
         if note:
             where = Path(row["ledger"]).name if n_ledgers > 1 else short_id(row["quantum_id"])
             if several and n_ledgers > 1:
                 where += f" {short_id(row['quantum_id'])}"
-            console.print(Text(f"* {where}: {row['status']}: {note}"))
+            lines.append(f"* {where}: {row['status']}: {note}\n")
+    sys.stdout.write("".join(lines))
 
 
 @click.command()
@@ -233,10 +266,12 @@ def show(ctx: click.Context, ledgers: tuple[str, ...], as_json: bool, every: boo
             read += 1
     rows.sort(key=lambda row: (row.get("started_at") or "", row["ledger"]))
     if as_json:
+        lines = Lines()
         for row in rows:
-            click.echo(json.dumps(row, default=str))
+            lines.write(json_line(row) + "\n")
+        lines.close()
     elif read or not many.several:
-        _render_status(make_console(), rows, len(many), every=every)
+        _render_status(rows, len(many), every=every)
     many.finish(ctx)
 
 
@@ -290,8 +325,8 @@ def events(
         qledger events ledgers/ --outcome error
     """
     many = Ledgers(ledgers)
-    listed: list[Event] = []
-    where: list[str] = []
+    printer = None if as_json else _EventTable(detail=detail, several=many.several)
+    lines = Lines()
     held = 0
     for target in many:
         with many.reading(target), Ledger.open(target) as led:
@@ -306,15 +341,16 @@ def events(
                 qid, kind=kind or None, dataset_id=did, outcome=outcome or None, attempt=attempt
             )
             name = display_target(target)
-            if as_json:
+            if printer is None:
                 key = '{"ledger":' + json.dumps(name) + ","
                 for event in found:
-                    line = event.model_dump_json()
-                    click.echo(key + line[1:] if many.several else line)
+                    line = _event_json(event)
+                    lines.write(key + line[1:] if many.several else line)
                 continue
+            several_quanta = many.several or (qid is None and len(led.quantum_ids()) > 1)
             for event in found:
-                listed.append(event)
-                where.append(name)
+                printer.add(event, name, several_quanta=several_quanta)
+    lines.close()
     if many.several and not held and len(many) > many.unreadable:
         asked = " and ".join(
             f"{what} {value}"
@@ -322,63 +358,138 @@ def events(
             if value is not None
         )
         raise Failure(f"none of the {count(len(many), 'ledger')} read holds {asked}")
-    if not as_json and (held or not many.several):
-        _render_events(make_console(), listed, detail=detail, where=where if many.several else None)
+    if printer is not None and (held or not many.several):
+        printer.close()
     many.finish(ctx)
 
 
-def _render_events(
-    console: Console,
-    listed: Sequence[Event],
-    *,
-    detail: bool,
-    where: Sequence[str] | None = None,
-) -> None:
-    """The events as a table (a ledger column when ``where`` names each one's), then a count."""
-    several = len({event.quantum_id for event in listed}) > 1
-    days = sorted({event.recorded_at.date().isoformat() for event in listed})
-    one_day = len(days) == 1
-    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
-    columns = [("ledger", "left")] if where is not None else []
-    columns += [("seq", "right"), ("quantum", "left")] if several else [("seq", "right")]
-    columns += [
-        ("q.seq", "right"),
-        ("att", "right"),
-        ("kind", "left"),
-        ("dataset", "left"),
-        ("outcome", "left"),
-        ("recorded", "left"),
-    ]
-    errors = any(event.error_type for event in listed)
-    if errors:
-        columns.append(("error", "left"))
-    for name, justify in columns:
-        table.add_column(name, justify=justify, no_wrap=name != "error")  # type: ignore[arg-type]
-    if detail:
-        table.add_column("detail")
-    for n, event in enumerate(listed):
-        cells: list[str | Text] = [Path(where[n]).name] if where is not None else []
+def _event_json(event: Event) -> str:
+    """One event as a JSON line (`ledger.cli._output.jsonable`'s form, built directly: fast)."""
+    return (
+        json.dumps(
+            {
+                "seq": event.seq,
+                "quantum_id": str(event.quantum_id),
+                "quantum_seq": event.quantum_seq,
+                "call_id": event.call_id,
+                "attempt": event.attempt,
+                "kind": event.kind.value,
+                "dataset_id": None if event.dataset_id is None else str(event.dataset_id),
+                "outcome": event.outcome.value,
+                "error_type": event.error_type,
+                "error_message": event.error_message,
+                "detail": event.detail,
+                "recorded_at": iso_time(event.recorded_at),
+                "prev_hash": event.prev_hash,
+                "hash": event.hash,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        + "\n"
+    )
+
+
+def _detail_text(detail: Mapping[str, Any] | None) -> str:
+    """A detail on a terminal: its JSON, and a traceback below it as the lines it has."""
+    if detail is None:
+        return ""
+    traceback = detail.get("traceback")
+    if not isinstance(traceback, str):
+        return json.dumps(detail, ensure_ascii=False)
+    rest = {k: v for k, v in detail.items() if k != "traceback"}
+    return (json.dumps(rest, ensure_ascii=False) + "\n" if rest else "") + traceback.rstrip("\n")
+
+
+class _EventTable:
+    """Events as a table that streams (see `ledger.cli._output.TableWriter`), then a count.
+
+    On a terminal: short ids, the time of day (with the date on the first row
+    and wherever the day changes), errors in red, tracebacks as lines; the
+    quantum column once a ledger holds several quanta (or several ledgers are
+    read). Off a terminal: every value in full, under the stored column names.
+    A ledger column comes first when several ledgers are read.
+    """
+
+    def __init__(self, *, detail: bool, several: bool) -> None:
+        self.detail, self.several = detail, several
+        self.terminal = is_terminal()
+        self.days: list[str] = []
+        self.table: TableWriter | None = None
+        self.quantum_column = False
+
+    def _start(self, several_quanta: bool) -> TableWriter:
+        columns = [Column("ledger")] if self.several else []
+        if self.terminal:
+            self.quantum_column = several_quanta
+            columns.append(Column("seq", right=True))
+            columns += [Column("quantum")] if several_quanta else []
+            columns += [Column("q.seq", right=True), Column("att", right=True), Column("kind")]
+            columns += [Column(n) for n in ("dataset", "outcome", "recorded", "error")]
+        else:
+            names = ["seq", "quantum_id", "quantum_seq", "attempt", "kind", "dataset_id"]
+            names += ["outcome", "recorded_at", "error_type", "error_message"]
+            columns += [Column(name) for name in names]
+        if self.detail:
+            columns.append(Column("detail"))
+        return TableWriter(columns, terminal=self.terminal)
+
+    def add(self, event: Event, ledger: str, *, several_quanta: bool) -> None:
+        """Print one event of ``ledger``."""
+        if self.table is None:
+            self.table = self._start(several_quanta)
+        cells: list[Cell] = [ledger if not self.terminal else Path(ledger).name]
+        if not self.several:
+            cells = []
+        if not self.terminal:
+            cells += [
+                str(event.seq),
+                str(event.quantum_id),
+                str(event.quantum_seq),
+                str(event.attempt),
+                event.kind.value,
+                "" if event.dataset_id is None else str(event.dataset_id),
+                event.outcome.value,
+                iso_time(event.recorded_at) or "",
+                event.error_type or "",
+                event.error_message or "",
+            ]
+            if self.detail:
+                cells.append("" if event.detail is None else json.dumps(event.detail))
+            self.table.add(cells)
+            return
+        day = event.recorded_at.date().isoformat()
+        if not self.days or self.days[-1] != day:
+            self.days.append(day)
+            at = event.recorded_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+        else:
+            at = event.recorded_at.strftime("%H:%M:%S.%f")
         cells.append(str(event.seq))
-        if several:
+        if self.quantum_column:
             cells.append(short_id(event.quantum_id))
-        at = "%H:%M:%S.%f" if one_day else "%Y-%m-%d %H:%M:%S.%f"
         cells += [
             str(event.quantum_seq),
             str(event.attempt),
             event.kind.value,
             short_id(event.dataset_id),
-            Text(event.outcome.value, style="" if event.outcome == "ok" else "red"),
-            event.recorded_at.strftime(at),
+            (event.outcome.value, "" if event.outcome == "ok" else "red"),
+            at,
+            (f"{event.error_type}: {event.error_message}", "red") if event.error_type else "",
         ]
-        if errors:
-            cells.append(f"{event.error_type}: {event.error_message}" if event.error_type else "")
-        if detail:
-            cells.append(json.dumps(event.detail) if event.detail is not None else "")
-        table.add_row(*cells)
-    console.print(table)
-    count = len(listed)
-    on = f" on {days[0]}" if one_day else ""
-    console.print(f"{count} event{'' if count == 1 else 's'}; times in UTC{on}")
+        if self.detail:
+            cells.append(_detail_text(event.detail))
+        self.table.add(cells)
+
+    def close(self) -> None:
+        """Print what is left of the table, then the count (to stderr off a terminal)."""
+        table = self.table if self.table is not None else self._start(False)
+        table.close()
+        if not self.terminal:
+            summary(count(table.rows, "event"), terminal=False)
+            return
+        days = sorted(set(self.days))
+        span = f" on {days[0]}" if len(days) == 1 else f", {days[0]} to {days[-1]}" if days else ""
+        summary(f"{count(table.rows, 'event')}; times in UTC{span}", terminal=True)
 
 
 # --- replay and head --------------------------------------------------------------------

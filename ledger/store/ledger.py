@@ -33,7 +33,7 @@ from ..errors import (
     UnknownAttemptError,
     UnknownQuantumError,
 )
-from ..events import Event, EventRow, canonical_json, row_to_event
+from ..events import Event, EventRow, row_to_event
 from ..model import DatasetRef, DatasetType
 from ..provenance import ProvenanceFold, QuantumProvenanceData
 from ..quantum import Quantum
@@ -649,14 +649,18 @@ class Ledger:
         says what its events do not (``verify`` reports such a view). Every
         value is checked on the way (`ledger.store.validate`).
 
-        Besides the view's columns (whose ``status`` is ``succeeded``, ``failed``
-        or ``interrupted``: no terminal event), each dict has ``state``: the
+        Values are as the view's, but ``caveats``: a list (empty when the success
+        has none; None when the quantum did not succeed), where the view has its
+        JSON text. Besides the view's columns (whose ``status`` is ``succeeded``,
+        ``failed`` or ``interrupted``: no terminal event), each dict has ``state``: the
         status, except ``running`` for a quantum without a terminal event whose
         lease is fresh; ``process``: for a quantum without a terminal event, its
         `ledger.store.lease.Liveness` (``running``, ``expired``, ``dead``,
         ``closed``; without a lease ``possibly still running`` or ``unknown``),
         else None; ``host`` and ``pid`` that recorded the latest attempt (its
-        lease holder, if any); ``lease_renewed_at`` and ``lease_expires_at``.
+        lease holder, if any); ``attempt_started_at``: when the latest attempt
+        started (``started_at`` is the first's); ``lease_renewed_at`` and
+        ``lease_expires_at``.
 
         Raises:
             MalformedRowError: a value the status is made of breaks a rule.
@@ -677,7 +681,7 @@ class Ledger:
         for row in result:
             qid = str(row["quantum_id"])
             attempt = row["attempts"] if type(row["attempts"]) is int else 0  # verify: bad
-            host, pid = starts.get(qid, (None, None))
+            host, pid, row["attempt_started_at"] = starts.get(qid, (None, None, None))
             lease = leases.get(qid)
             if lease is not None and lease.attempt != attempt:
                 lease = None  # a lease of an earlier attempt says nothing about this one
@@ -692,21 +696,24 @@ class Ledger:
             row["process"] = process
             row["state"] = "running" if process == "running" else row["status"]
 
-    def _latest_starts(self) -> dict[str, tuple[str | None, int | None]]:
-        """Per quantum, the host and pid of its latest ``quantum_started`` (else its row)."""
-        found: dict[str, tuple[str | None, int | None]] = {
-            str(qid): (host, pid)
+    def _latest_starts(self) -> dict[str, tuple[str | None, int | None, str | None]]:
+        """Per quantum: host, pid (else its row's) and time of its latest ``quantum_started``."""
+        found: dict[str, tuple[str | None, int | None, str | None]] = {
+            str(qid): (host, pid, None)
             for qid, host, pid in self.rows("SELECT quantum_id, host, pid FROM quanta")
         }
-        for qid, detail in self.rows(
-            "SELECT quantum_id, detail FROM events WHERE kind = 'quantum_started' ORDER BY seq"
+        for qid, detail, at in self.rows(
+            "SELECT quantum_id, detail, recorded_at FROM events "
+            "WHERE kind = 'quantum_started' ORDER BY seq"
         ):
-            if detail is None or detail_problem("quantum_started", detail) is not None:
-                continue  # verify reports it; the quanta row still says where it ran
-            env = json.loads(detail)
-            if isinstance(env, dict) and "host" in env:
-                pid = env.get("pid")
-                found[str(qid)] = (env.get("host"), pid if type(pid) is int else None)
+            host, pid, _ = found.get(str(qid), (None, None, None))
+            at = at if is_time(at) else None  # verify reports it
+            if detail is not None and detail_problem("quantum_started", detail) is None:
+                env = json.loads(detail)
+                if isinstance(env, dict) and "host" in env:
+                    host, pid = env.get("host"), env.get("pid")
+                    pid = pid if type(pid) is int else None
+            found[str(qid)] = (host, pid, at)
         return found
 
     def _status_row(
@@ -759,7 +766,7 @@ class Ledger:
                     f'damaged or edited (run "qledger verify {self.where}")'
                 )
             found = json.loads(ok_detail).get("caveats") if ok_detail else None
-            caveats = canonical_json(found) if found is not None else "[]"
+            caveats = list(found) if found is not None else []
         return {
             "quantum_id": qid,
             "task_label": quantum[1],
