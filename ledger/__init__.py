@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import (
+    ButlerClosedError,
     ConversionError,
     DatasetExistsError,
     DatasetNotFoundError,
@@ -88,6 +89,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "ButlerClosedError",
     "ConversionError",
     "DataId",
     "DatasetExistsError",

@@ -6,8 +6,6 @@ sets are never kept here, they are replayed from the ledger (SPEC §3).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
 import uuid
 import weakref
@@ -19,40 +17,30 @@ from ._logging import get_logger
 from .config import Config, datastore_from_config
 from .datastore import FileDatastore
 from .errors import (
-    DatasetExistsError,
     DatasetTypeMismatchError,
-    LedgerBusyError,
-    LedgerDiskFullError,
     LedgerError,
     TamperedError,
     UnpredictedOutputError,
 )
-from .events import EventKind, Outcome
+from .events import EventKind
 from .identity import check_datastore_identity, ensure_identity, started_detail
 from .model import DatasetRef, DatasetType
 from .provenance import ProvenanceFold, QuantumProvenanceData
 from .quantum import Quantum
-from .recording import (
-    detail as _detail,
-)
+from .recorder import CallRecorder, Records
 from .recording import (
     import_earlier_outputs,
     keep_caller_error,
-    orphan_removal_detail,
-    record_quantum_end,
     record_quantum_start,
-    replay_quantum,
 )
 from .store.lease import LeaseHolder, LeasePolicy
 from .store.ledger import Ledger
-from .store.log import Durability, Entry, EventLog, PendingCall
+from .store.log import Durability, EventLog
 
 __all__ = ["DeferredDatasetHandle", "QuantumBackedButler"]
 
 _log = get_logger(__name__)
 
-#: Errors that mean "the dataset is not there" (SPEC §3): the ref becomes unavailable.
-_MISSING_ERRORS = (LookupError, FileNotFoundError, OSError)
 _UNPREDICTED = "Cannot put dataset that was not predicted as an output."
 
 
@@ -115,18 +103,24 @@ class QuantumBackedButler:
         self.quantum_id = quantum_id
         self.attempt = attempt
         self._log = log
-        self._owns_log = owns_log
         self._qid = str(quantum_id)
         self._predicted_inputs = {ref.id: ref for ref in quantum.iter_predicted_inputs()}
         self._predicted_outputs = {ref.id: ref for ref in quantum.iter_predicted_outputs()}
-        #: The stored text of each predicted id, made once: str(UUID) costs ~0.5 µs a call.
-        self._id_text = {i: str(i) for i in (*self._predicted_inputs, *self._predicted_outputs)}
         self._dataset_types = dict(dataset_types or {})
-        self._finished = False
         #: outputs of earlier attempts that `resume(skip_existing=True)` counts as done.
         self._skip_existing: dict[uuid.UUID, tuple[str, list[dict[str, Any]]]] = {}
         self._logger = _log.bind(quantum_id=self._qid, task=quantum.task_label, attempt=attempt)
-        self._lease = lease
+        #: What each call records, and the attempt's end: shared with ledger.lsst.
+        self._recorder = CallRecorder(
+            log,
+            self._qid,
+            attempt,
+            predicted_outputs=self._predicted_outputs,
+            known_ids=self._predicted_inputs,
+            logger=self._logger,
+            lease=lease,
+            owns_log=owns_log,
+        )
         if lease is not None:
             # A butler dropped without close stops renewing: its lease then expires.
             weakref.finalize(self, lease.stop)
@@ -326,9 +320,8 @@ class QuantumBackedButler:
             if found is None:
                 continue
             relative, data = found
-            detail = orphan_removal_detail(relative, hashlib.sha256(data).hexdigest(), len(data))
             # Recorded before the file goes, as for any prune (see pruneDatasets).
-            self._record_one(EventKind.PRUNE, ref, Outcome.OK, None, detail)
+            self._recorder.orphan_removed(ref, relative, data)
             self.datastore.remove_artifact(relative)
 
     @classmethod
@@ -362,33 +355,12 @@ class QuantumBackedButler:
 
     # --- recording ------------------------------------------------------------
 
-    def _record(self, kind: str, entries: list[Entry], error: BaseException | None = None) -> None:
-        """Record one call; for a call that raised ``error``, see `keep_caller_error`."""
-        if error is None:
-            self._log.append(PendingCall(self._qid, self.attempt, kind, entries))
-            return
-        with keep_caller_error(error, kind, self._logger):
-            self._log.append(PendingCall(self._qid, self.attempt, kind, entries))
+    def _check_type(self, ref: DatasetRef) -> None:
+        """Refuse a ref whose dataset type differs from the one predicted for its id.
 
-    def _record_one(
-        self,
-        kind: str,
-        ref: DatasetRef | None,
-        outcome: str,
-        error: BaseException | None = None,
-        detail: str | None = None,
-    ) -> None:
-        dataset_id = None if ref is None else self._id_text.get(ref.id) or str(ref.id)
-        if error is None:
-            entry: Entry = (dataset_id, outcome, None, None, detail)
-            self._log.append(PendingCall(self._qid, self.attempt, kind, [entry]))
-            return
-        entry = (dataset_id, outcome, type(error).__name__, str(error), detail)
-        with keep_caller_error(error, kind, self._logger):
-            self._log.append(PendingCall(self._qid, self.attempt, kind, [entry]))
-
-    def _check_type(self, kind: str, ref: DatasetRef) -> None:
-        """Refuse a ref whose dataset type differs from the one predicted for its id."""
+        Raises:
+            DatasetTypeMismatchError: recorded as ``rejected`` by the recorder.
+        """
         predicted = self._predicted_inputs.get(ref.id) or self._predicted_outputs.get(ref.id)
         expected = predicted.dataset_type if predicted is not None else None
         if expected is ref.dataset_type and "." not in expected.name:
@@ -396,12 +368,10 @@ class QuantumBackedButler:
         if expected is None and ref.dataset_type.parent_name() in self._dataset_types:
             expected = self._dataset_types[ref.dataset_type.parent_name()]
         if expected is not None and expected.name != ref.dataset_type.parent_name():
-            error = DatasetTypeMismatchError(
+            raise DatasetTypeMismatchError(
                 f"ref {ref.id} has dataset type {ref.dataset_type.name!r} but quantum "
                 f"{self._qid} predicted {expected.name!r} for it"
             )
-            self._record_one(kind, ref, Outcome.REJECTED, error)
-            raise error
 
     # --- the LimitedButler API --------------------------------------------------
 
@@ -418,23 +388,14 @@ class QuantumBackedButler:
         storageClass: str | None = None,
     ) -> Any:
         """Read a dataset; recorded after the read with its outcome."""
-        self._check_type(EventKind.GET, ref)
-        # Most gets pass neither: skip building a detail that would be None (hot path).
-        detail = (
-            None
-            if parameters is None and storageClass is None
-            else _detail(parameters=parameters, storage_class=storageClass)
+
+        def read() -> Any:
+            self._check_type(ref)
+            return self.datastore.get(ref, parameters=parameters, storageClass=storageClass)
+
+        return self._recorder.read(
+            EventKind.GET, ref, read, parameters=parameters, storage_class=storageClass
         )
-        try:
-            obj = self.datastore.get(ref, parameters=parameters, storageClass=storageClass)
-        except _MISSING_ERRORS as e:
-            self._record_one(EventKind.GET, ref, Outcome.MISSING, e, detail)
-            raise
-        except Exception as e:
-            self._record_one(EventKind.GET, ref, Outcome.ERROR, e, detail)
-            raise
-        self._record_one(EventKind.GET, ref, Outcome.OK, None, detail)
-        return obj
 
     def getDeferred(
         self,
@@ -445,76 +406,56 @@ class QuantumBackedButler:
         storageClass: str | None = None,
     ) -> DeferredDatasetHandle:
         """A handle that loads later; a predicted input counts as used now."""
-        self._check_type(EventKind.GET_DEFERRED, ref)
-        detail = _detail(parameters=parameters, storage_class=storageClass)
-        self._record_one(EventKind.GET_DEFERRED, ref, Outcome.OK, None, detail)
-        return DeferredDatasetHandle(self, ref, parameters, storageClass)
+
+        def handle() -> DeferredDatasetHandle:
+            self._check_type(ref)
+            return DeferredDatasetHandle(self, ref, parameters, storageClass)
+
+        return self._recorder.read(
+            EventKind.GET_DEFERRED, ref, handle, parameters=parameters, storage_class=storageClass
+        )
 
     def stored(self, ref: DatasetRef) -> bool:
         """Whether the dataset's artifact exists; recorded."""
-        # `stored_many` of one ref, without its list and dict (hot path).
-        self._check_type(EventKind.STORED, ref)
-        found = self.datastore.exists(ref)
-        self._record_one(EventKind.STORED, ref, Outcome.OK if found else Outcome.MISSING)
-        return found
+
+        def exists() -> bool:
+            self._check_type(ref)
+            return self.datastore.exists(ref)
+
+        return self._recorder.stored(ref, exists)
 
     def stored_many(self, refs: Iterable[DatasetRef]) -> dict[DatasetRef, bool]:
         """`stored` for many refs: one call, one transaction, one row per ref."""
         refs = list(refs)
-        for ref in refs:
-            self._check_type(EventKind.STORED, ref)
-        found = self.datastore.mexists(refs)
-        text = self._id_text
-        self._record(
-            EventKind.STORED,
-            [
-                (
-                    text.get(ref.id) or str(ref.id),
-                    Outcome.OK if found[ref] else Outcome.MISSING,
-                    None,
-                    None,
-                    None,
-                )
-                for ref in refs
-            ],
-        )
-        return found
+
+        def exist() -> dict[DatasetRef, bool]:
+            for ref in refs:
+                self._check_type(ref)
+            return self.datastore.mexists(refs)
+
+        return self._recorder.stored_many(refs, exist)
 
     def markInputUnused(self, ref: DatasetRef) -> None:
         """Declare that a predicted input was not really used after all."""
-        self._record_one(EventKind.MARK_INPUT_UNUSED, ref, Outcome.OK)
+        self._recorder.unused(ref, lambda: None)
 
     def put(self, obj: Any, ref: DatasetRef, /, *, provenance: Any = None) -> DatasetRef:
         """Write a predicted output; recorded after the artifact is in place."""
-        if ref.id not in self._predicted_outputs:
-            error = UnpredictedOutputError(_UNPREDICTED)
-            self._record_one(EventKind.PUT, ref, Outcome.REJECTED, error)
-            raise error
-        self._check_type(EventKind.PUT, ref)
-        skipped = self._skip_existing.pop(ref.id, None)
-        if skipped is not None:
-            name, records = skipped
-            detail = _detail(skipped_existing=True, datastore=name, records=records)
-            self._record_one(EventKind.PUT, ref, Outcome.OK, None, detail)
-            return ref
-        try:
-            record = self.datastore.put(obj, ref)
-        except DatasetExistsError as e:
-            self._record_one(EventKind.PUT, ref, Outcome.REJECTED, e)
-            raise
-        except Exception as e:
-            self._record_one(EventKind.PUT, ref, Outcome.ERROR, e)
-            raise
-        simple = record.to_simple()
-        del simple["dataset_id"]
-        self._record_one(
-            EventKind.PUT,
-            ref,
-            Outcome.OK,
-            None,
-            _detail(datastore=self.datastore.name, records=[simple]),
-        )
-        return ref
+        skipped = self._skip_existing.get(ref.id)
+
+        def write() -> tuple[DatasetRef, Records]:
+            if ref.id not in self._predicted_outputs:
+                raise UnpredictedOutputError(_UNPREDICTED)
+            self._check_type(ref)
+            if skipped is not None:  # written by an earlier attempt and verified: kept
+                del self._skip_existing[ref.id]
+                name, records = skipped
+                return ref, {name: records}
+            simple = self.datastore.put(obj, ref).to_simple()
+            del simple["dataset_id"]
+            return ref, {self.datastore.name: [simple]}
+
+        return self._recorder.put(ref, write, skipped_existing=skipped is not None)
 
     def pruneDatasets(
         self,
@@ -525,51 +466,45 @@ class QuantumBackedButler:
         tags: Iterable[Any] = (),
         purge: bool = False,
     ) -> None:
-        """Unstore and/or purge outputs, with upstream's flag rules; recorded."""
+        """Unstore and/or purge outputs, with upstream's flag rules; recorded.
+
+        The record is appended after the artifacts are trashed and before they
+        are deleted: a crash in between leaves an orphan file that recovery can
+        remove, never a recorded artifact that silently vanished.
+        """
         refs = list(refs)
-        detail = _detail(disassociate=disassociate, unstore=unstore, purge=purge)
-        error: Exception | None = None
-        if purge and not disassociate:
-            error = TypeError("Cannot pass purge=True without disassociate=True.")
-        elif purge and not unstore:
-            error = TypeError("Cannot pass purge=True without unstore=True.")
-        elif disassociate and not purge:
-            error = TypeError("Cannot pass disassociate=True without purge=True.")
-        else:
+
+        def trash() -> None:
+            if purge and not disassociate:
+                raise TypeError("Cannot pass purge=True without disassociate=True.")
+            if purge and not unstore:
+                raise TypeError("Cannot pass purge=True without unstore=True.")
+            if disassociate and not purge:
+                raise TypeError("Cannot pass disassociate=True without purge=True.")
             for ref in refs:
                 if ref.isComponent():
-                    error = ValueError(
+                    raise ValueError(
                         "Can not prune a component of a dataset (ref=" + str(ref) + ")"
                     )
-                    break
-        if error is not None:
-            if refs:
-                self._record(
-                    EventKind.PRUNE,
-                    [
-                        (str(r.id), Outcome.REJECTED, type(error).__name__, str(error), detail)
-                        for r in refs
-                    ],
-                    error,
-                )
-            raise error
-        if unstore:
-            self.datastore.trash(refs)
-            for ref in refs:
-                self._skip_existing.pop(ref.id, None)  # its artifact is going
-        # Recorded before the files go: a crash now leaves an orphan file that
-        # recovery can remove, never a recorded artifact that silently vanished.
-        self._record(EventKind.PRUNE, [(str(r.id), Outcome.OK, None, None, detail) for r in refs])
-        if unstore:
-            self.datastore.emptyTrash()
+            if unstore:
+                self.datastore.trash(refs)
+                for ref in refs:
+                    self._skip_existing.pop(ref.id, None)  # its artifact is going
+
+        self._recorder.prune(
+            refs,
+            trash,
+            disassociate=disassociate,
+            unstore=unstore,
+            purge=purge,
+            then=self.datastore.emptyTrash if unstore else None,
+        )
 
     # --- provenance -------------------------------------------------------------
 
     def replay(self) -> ProvenanceFold:
         """Replay this quantum's events (all attempts) from the ledger."""
-        return replay_quantum(
-            self._log,
-            self._qid,
+        return self._recorder.replay(
             (str(i) for i in self._predicted_inputs),
             (str(i) for i in self._predicted_outputs),
         )
@@ -599,52 +534,23 @@ class QuantumBackedButler:
 
         On a full disk (`LedgerDiskFullError`) or a ledger locked too long
         (`LedgerBusyError`) the ledger stays open, with every buffered event:
-        call ``finish`` (or ``close``) again once there is space.
+        call ``finish`` (or ``close``) again once there is space. After
+        ``close`` without an end, finish raises `ButlerClosedError`.
         """
-        if not self._finished:
-            try:
-                record_quantum_end(
-                    self._log,
-                    self._qid,
-                    self.attempt,
-                    (str(i) for i in self._predicted_outputs),
-                    error,
-                )
-            except (LedgerDiskFullError, LedgerBusyError):
-                raise
-            except BaseException as e:
-                with keep_caller_error(e, "quantum's end", self._logger):
-                    self.close()
-                raise
-            self._finished = True
-        self.close()
+        if self._recorder.closed and not self._recorder.finished:
+            self._recorder.check_open("finish")
+        self._recorder.finish(error)
 
     def close(self) -> None:
         """Flush and release the ledger and the lease; without an end it reads as interrupted.
 
         A quantum closed without an end released its lease: it is ``closed``, not
-        running, and may be resumed at once. If the flush fails for want of space
-        (`LedgerDiskFullError`) or of the lock, everything stays open and the
-        lease renewed: call ``close`` again once there is space.
+        running, and may be resumed at once. Every later call raises
+        `ButlerClosedError` before it touches the datastore. If the flush fails
+        for want of space (`LedgerDiskFullError`) or of the lock, everything
+        stays open and the lease renewed: call ``close`` again once there is space.
         """
-        if not self._owns_log:
-            return
-        try:
-            self._log.flush()
-        except (LedgerDiskFullError, LedgerBusyError):
-            raise
-        except BaseException:
-            self._release_lease()
-            with contextlib.suppress(Exception):
-                self._log.close()  # flushes again, fails again, then lets go
-            raise
-        self._release_lease()
-        self._log.close()
-
-    def _release_lease(self) -> None:
-        if self._lease is not None:
-            self._lease.release("end" if self._finished else "close")
-            self._lease = None
+        self._recorder.close()
 
     def __enter__(self) -> QuantumBackedButler:
         return self

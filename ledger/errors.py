@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArtifactCorruptError",
+    "ButlerClosedError",
     "ConversionError",
     "DatasetExistsError",
     "DatasetNotFoundError",
@@ -193,6 +194,10 @@ class DatasetNotFoundError(LedgerError, LookupError):
 
 class DatasetTypeMismatchError(LedgerError, ValueError):
     """A ref's dataset type differs from the one the quantum predicted for its id."""
+
+
+class ButlerClosedError(LedgerError):
+    """A call on a butler after its ``close()``: refused before it reached any datastore."""
 
 
 class PathEscapeError(LedgerError):

@@ -52,6 +52,9 @@ class EventKind(StrEnum):
     PUT = "put"
     MARK_INPUT_UNUSED = "mark_input_unused"
     PRUNE = "prune"
+    #: A read of artifacts or records that changes no provenance set (upstream's
+    #: retrieve_artifacts, retrieve_artifacts_zip, export_predicted_datastore_records).
+    RETRIEVE = "retrieve"
     QUANTUM_SUCCEEDED = "quantum_succeeded"
     QUANTUM_FAILED = "quantum_failed"
 

@@ -151,6 +151,22 @@ class ProvenanceFold:
             self._parsed = parsed
         return self._parsed
 
+    def all_records(self, dataset_id: str) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Every (datastore name, record dicts) its `put` wrote: a chain writes to each child.
+
+        The first is `records`' entry; a chained datastore's other children
+        are in the put's ``other_datastores``.
+        """
+        entry = self.records.get(dataset_id)
+        if entry is None:
+            return []
+        found = [entry]
+        detail = self._puts.get(dataset_id)
+        if detail and "other_datastores" in detail:
+            others = json.loads(detail).get("other_datastores") or {}
+            found.extend((name, rows) for name, rows in others.items())
+        return found
+
     @classmethod
     def for_quantum(cls, quantum: Quantum) -> ProvenanceFold:
         """A fresh state with the predicted sets of ``quantum``."""
@@ -232,20 +248,24 @@ class ProvenanceFold:
             )
         return found
 
-    def result(self, datastore_name: str | None = None) -> QuantumProvenanceData:
-        """The provenance as ``extract_provenance_data`` returns it (SPEC §3)."""
+    def result(self, datastore_name: str | Iterable[str] | None = None) -> QuantumProvenanceData:
+        """The provenance as ``extract_provenance_data`` returns it (SPEC §3).
+
+        ``datastore_name`` (one name, or several: the children of a chain) is
+        listed in the datastore records even when none of its records survive,
+        as upstream lists each of its datastores.
+        """
         actual = self.actual - self.unavailable
         by_datastore: dict[str, list[StoredFileInfo]] = {}
-        if datastore_name is not None:
-            by_datastore[datastore_name] = []
+        names = [datastore_name] if isinstance(datastore_name, str) else datastore_name or []
+        for name in names:
+            by_datastore[name] = []
         for dataset_id in sorted(self.actual_outputs):
-            entry = self.records.get(dataset_id)
-            if entry is None:
-                continue  # unstored without purge: an actual output with no artifact
-            name, rows = entry
-            by_datastore.setdefault(name, []).extend(
-                StoredFileInfo.model_validate({"dataset_id": dataset_id, **row}) for row in rows
-            )
+            # None: unstored without purge, an actual output with no artifact.
+            for name, rows in self.all_records(dataset_id):
+                by_datastore.setdefault(name, []).extend(
+                    StoredFileInfo.model_validate({"dataset_id": dataset_id, **row}) for row in rows
+                )
         # Parse each id once: the other sets mostly repeat the predicted ids, and
         # parsing a UUID costs more than the rest of building the result.
         parsed = {i: uuid.UUID(i) for i in self.predicted_inputs | self.predicted_outputs}

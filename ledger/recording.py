@@ -236,7 +236,7 @@ def import_earlier_outputs(
     }
 
 
-# --- what every recorder writes (shared with ledger.lsst.RecordingButler) -------------
+# --- what every recorder writes besides calls (see ledger.recorder for the calls) -----
 
 
 def record_quantum_start(
@@ -308,10 +308,14 @@ def replay_quantum(
     predicted_outputs: Iterable[str],
     *,
     kinds: Iterable[str] | None = None,
+    attempt: int | None = None,
 ) -> ProvenanceFold:
-    """Fold one quantum's events (all attempts, or only ``kinds``) read through ``log``."""
+    """Fold one quantum's events (all attempts or one; all kinds or ``kinds``) from ``log``."""
     sql = "SELECT kind, dataset_id, outcome, detail FROM events WHERE quantum_id = ?"
     params: list[Any] = [quantum_id]
+    if attempt is not None:
+        sql += " AND attempt = ?"
+        params.append(attempt)
     if kinds is not None:
         wanted = list(kinds)
         sql += f" AND kind IN ({', '.join('?' * len(wanted))})"

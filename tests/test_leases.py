@@ -241,7 +241,7 @@ def test_a_ledger_without_a_lease_falls_back_to_the_recorded_pid(
     fixture = make_quantum(tmp_path / "repo", n_inputs=1, n_outputs=1)
     path = tmp_path / "q.ledger"
     first = QuantumBackedButler.initialize(fixture.root, fixture.quantum, ledger=path)
-    first._lease.stop()  # type: ignore[union-attr]
+    first._recorder.lease.stop()  # type: ignore[union-attr]
     conn = sqlite3.connect(path)
     conn.execute("DELETE FROM leases")  # operational state: not append-only
     conn.commit()

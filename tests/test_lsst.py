@@ -323,7 +323,7 @@ def test_replay_equals_upstream_provenance(repo: Repo, ops: list[tuple[Any, ...]
         with RecordingButler(qbb, quantum, ledger=repo.ledger) as butler:
             _run(butler, qbb, repo, ops, pool)
             live = butler.extract_provenance_data()  # upstream type, replayed through the writer
-        theirs = qbb.extract_provenance_data()
+            theirs = qbb.extract_provenance_data()  # before the block's end closes both
     finally:
         qbb.close()
     with Ledger.open(repo.ledger) as led:
@@ -387,13 +387,12 @@ def test_lifecycle_events_match_our_butler(repo: Repo, tmp_path: Path) -> None:
     def finds_no_work(butler: RecordingButler) -> None:
         raise NoWorkFound("nothing to do")
 
-    with repo.qbb(quantum) as qbb:
-        first = RecordingButler(qbb, quantum, ledger=path)
-        with pytest.raises(ZeroDivisionError):
-            _within(first, fails)
-        second = RecordingButler(qbb, quantum, ledger=path, quantum_id=first.quantum_id)
-        with pytest.raises(NoWorkFound):
-            _within(second, finds_no_work)
+    first = RecordingButler(repo.qbb(quantum), quantum, ledger=path)
+    with pytest.raises(ZeroDivisionError):
+        _within(first, fails)
+    second = RecordingButler(repo.qbb(quantum), quantum, ledger=path, quantum_id=first.quantum_id)
+    with pytest.raises(NoWorkFound):
+        _within(second, finds_no_work)
     with Ledger.open(path) as led:
         events = list(led.events())
         assert led.verify().ok
@@ -605,14 +604,16 @@ def test_unstore_without_purge_keeps_an_output_without_record(repo: Repo, tmp_pa
         butler.put({"a": 1}, outputs[0])
         butler.put({"b": 2}, outputs[1])
         butler.pruneDatasets([outputs[0]], disassociate=False, unstore=True, purge=False)
+        seen.append(qbb.extract_provenance_data())  # before the end closes upstream's butler
         raise RuntimeError("the task failed after pruning")
 
+    seen: list[Any] = []
     with repo.qbb(quantum) as qbb:
         butler = RecordingButler(qbb, quantum, ledger=path)
         config = _datastore_config(repo, butler, tmp_path)
         with pytest.raises(RuntimeError):
             _within(butler, prunes_then_fails)
-        theirs = qbb.extract_provenance_data()
+    (theirs,) = seen
     assert outputs[0].id in theirs.actual_outputs
     assert [outputs[1].id] == next(iter(theirs.datastore_records.values())).dataset_ids
     # Upstream's collect_and_transfer registers both; the pruned one has no file.

@@ -601,10 +601,32 @@ class Ledger:
         the inputs read before it). ``attempt`` then keeps that attempt's events.
         """
         qid = self.resolve_quantum(quantum_id)
+        return self.fold(qid, until=until, attempt=attempt).result(self.datastore_names(qid))
+
+    def datastore_names(self, quantum_id: uuid.UUID | str | None = None) -> list[str]:
+        """The datastores a quantum's provenance lists: its datastore, or a chain's children.
+
+        A quantum recorded over a chained datastore (`ledger.lsst.RecordingButler`)
+        names every child in its first ``quantum_started`` (``datastore_names``),
+        as upstream's provenance lists each; any other names its one datastore.
+        """
+        qid = self.resolve_quantum(quantum_id)
         name = next(
             iter(self.rows("SELECT datastore_name FROM quanta WHERE quantum_id = ?", [qid]))
         )[0]
-        return self.fold(qid, until=until, attempt=attempt).result(name)
+        first = list(
+            self.rows(
+                "SELECT detail FROM events WHERE quantum_id = ? AND kind = 'quantum_started' "
+                "ORDER BY quantum_seq LIMIT 1",
+                [qid],
+            )
+        )
+        text = first[0][0] if first else None
+        if type(text) is str and '"datastore_names"' in text:
+            names = json.loads(text).get("datastore_names")
+            if isinstance(names, list) and all(type(n) is str for n in names) and names:
+                return list(names)
+        return [name] if name is not None else []
 
     # --- integrity ----------------------------------------------------------------------
 

@@ -251,7 +251,17 @@ def _detail_shape(kind: str, detail: dict[str, Any]) -> str | None:
         if "datastore" in detail and not _is_name(detail["datastore"]):
             return f"detail's datastore is {_what(detail['datastore'])}, not a name"
         if "records" in detail:
-            return _records_problem(detail["records"])
+            problem = _records_problem(detail["records"])
+            if problem is not None:
+                return problem
+        others = detail.get("other_datastores")
+        if others is not None:
+            if not isinstance(others, dict) or not all(_is_name(n) for n in others):
+                return "detail's other_datastores is not an object of datastore names"
+            for rows in others.values():
+                problem = _records_problem(rows)
+                if problem is not None:
+                    return problem
         for nested in ("after", "kept"):
             inner = detail.get(nested)
             if inner is not None and not (
@@ -273,6 +283,9 @@ def _detail_shape(kind: str, detail: dict[str, Any]) -> str | None:
             type(definition) is str and _HEX64.fullmatch(definition)
         ):
             return f"detail's definition is {_what(definition)}, not a SHA-256 digest"
+        names = detail.get("datastore_names")
+        if names is not None and not (isinstance(names, list) and all(_is_name(n) for n in names)):
+            return f"detail's datastore_names is {_what(names)}, not an array of names"
         for flag in ("resumed", "skip_existing", "clobber"):
             if flag in detail and type(detail[flag]) is not bool:
                 return f"detail's {flag} is {_what(detail[flag])}, not true or false"
