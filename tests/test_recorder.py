@@ -64,7 +64,7 @@ def test_calls_after_close_are_refused_before_the_datastore(tmp_path: Path) -> N
 
 
 def test_finish_after_close_without_an_end_is_a_clear_error(tmp_path: Path) -> None:
-    """finish() after close() without an end raises ButlerClosedError, not a corrupt-ledger error."""
+    """finish() after close() without an end raises ButlerClosedError, not a corrupt-ledger one."""
     fixture = make_quantum(tmp_path / "repo", n_inputs=1, n_outputs=1)
     path = tmp_path / "q.ledger"
     butler = QuantumBackedButler.initialize(fixture.root, fixture.quantum, ledger=path)

@@ -94,23 +94,31 @@ def _records_from_upstream(data: Any) -> DatastoreRecordData:
     return DatastoreRecordData(records=records)
 
 
-def _records_to_upstream(data: DatastoreRecordData) -> Any:
-    """Our `DatastoreRecordData` as upstream's, in its ``file_datastore_records`` table."""
+def _records_to_upstream(data: DatastoreRecordData, table: str = RECORDS_TABLE) -> Any:
+    """Our `DatastoreRecordData` as upstream's, in its opaque ``table``."""
     records: dict[uuid.UUID, dict[str, list[Any]]] = {}
     for dataset_id, infos in data.records.items():
         rows = [{k: v for k, v in r.to_simple().items() if k != "dataset_id"} for r in infos]
-        tables = {RECORDS_TABLE: [_UpstreamFileInfo.from_record(row) for row in rows]}
+        tables = {table: [_UpstreamFileInfo.from_record(row) for row in rows]}
         records[dataset_id] = tables if rows else {}
     return _UpstreamRecordData(records=records)
 
 
-def to_upstream(provenance: QuantumProvenanceData) -> Any:
+def to_upstream(
+    provenance: QuantumProvenanceData, *, tables: Mapping[str, str] | None = None
+) -> Any:
     """Our `QuantumProvenanceData` as upstream's (``lsst.daf.butler.QuantumProvenanceData``).
 
     The datastore records take upstream's serialized shape
     (``{"dataset_ids": [...], "records": {record class: {id hex: {table: [...]}}}}``),
-    built by upstream's own ``DatastoreRecordData.to_simple``.
+    built by upstream's own ``DatastoreRecordData.to_simple``. Each datastore's
+    records go in its opaque table: ``tables`` (datastore name -> table, as a
+    `RecordingButler` records them in ``quantum_started``'s
+    ``datastore_tables``), else ``file_datastore_records``, upstream's default;
+    upstream's ``import_records`` reads a datastore's records from its own
+    table only.
     """
+    tables = tables or {}
     return _UpstreamProvenance(
         predicted_inputs=set(provenance.predicted_inputs),
         available_inputs=set(provenance.available_inputs),
@@ -118,7 +126,9 @@ def to_upstream(provenance: QuantumProvenanceData) -> Any:
         predicted_outputs=set(provenance.predicted_outputs),
         actual_outputs=set(provenance.actual_outputs),
         datastore_records={
-            name: _records_to_upstream(provenance.record_data(name)).to_simple()
+            name: _records_to_upstream(
+                provenance.record_data(name), tables.get(name, RECORDS_TABLE)
+            ).to_simple()
             for name in provenance.datastore_records
         },
     )

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..recorder import Records
+from ..records import RECORDS_TABLE
 from .convert import record_dict
 
 __all__ = ["DatastoreTap"]
@@ -46,6 +47,13 @@ class DatastoreTap:
         self.names: tuple[str, ...] = tuple(self._datastore.export_records([]))
         if not self.names:
             self.names = tuple(butler.get_datastore_names())
+        #: The opaque table of each, where not upstream's default (``file_datastore_records``).
+        self.tables: dict[str, str] = {}
+        for child in _children(self._datastore):
+            table = getattr(getattr(child, "_table", None), "name", None)
+            name = getattr(child, "name", None)
+            if name in self.names and isinstance(table, str) and table != RECORDS_TABLE:
+                self.tables[name] = table
         #: Records noted for the put in progress, as upstream's objects (None: no put).
         self._noting: dict[str, list[Any]] | None = None
         self._noting_id: uuid.UUID | None = None

@@ -23,7 +23,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from lsst.daf.butler import DeferredDatasetHandle as _UpstreamHandle
 from lsst.daf.butler import LimitedButler as _UpstreamLimitedButler
@@ -70,6 +70,17 @@ def _provenance_summary(provenance: Any) -> dict[str, Any] | None:
     if extras:
         summary["extras"] = {str(k): v for k, v in extras.items()}
     return summary
+
+
+class _IdRef(NamedTuple):
+    """What upstream's datastore needs of a ref to export its records: its id."""
+
+    id: uuid.UUID
+
+
+def _as_id(item: Any) -> uuid.UUID:
+    """A dataset id given as a UUID or its text."""
+    return item if isinstance(item, uuid.UUID) else uuid.UUID(str(item))
 
 
 def _unknown_ref(dataset_id: uuid.UUID, storage_class: str) -> DatasetRef:
@@ -174,7 +185,10 @@ class RecordingButler:
         inputs = [cls._ledger_resolve(item, lookup) for item in inputs_given]
         outputs = [cls._ledger_resolve(item, lookup) for item in outputs_given]
         records = butler._datastore.export_records(
-            [item if ref is None else ref for item, ref in zip(inputs_given, inputs, strict=True)]
+            [
+                _IdRef(_as_id(item)) if ref is None else ref
+                for item, ref in zip(inputs_given, inputs, strict=True)
+            ]
         )
         found = {
             dataset_id: record_dict(infos[0])
@@ -187,7 +201,7 @@ class RecordingButler:
         def ours(item: Any, ref: Any) -> DatasetRef:
             if ref is not None:
                 return ref_from_upstream(ref)
-            dataset_id = item if isinstance(item, uuid.UUID) else uuid.UUID(str(item))
+            dataset_id = _as_id(item)
             return _unknown_ref(dataset_id, found.get(dataset_id, {}).get("storage_class", ""))
 
         by_type: dict[str, dict[str, list[DatasetRef]]] = {"inputs": {}, "outputs": {}}
@@ -223,8 +237,7 @@ class RecordingButler:
         """The upstream ref of a predicted item (a ref, or an id looked up), or None."""
         if hasattr(item, "datasetType"):
             return item
-        dataset_id = item if isinstance(item, uuid.UUID) else uuid.UUID(str(item))
-        return lookup(dataset_id)
+        return lookup(_as_id(item))
 
     def _ledger_start(
         self,
@@ -254,6 +267,8 @@ class RecordingButler:
         }
         if len(self.datastore_names) > 1:
             started["datastore_names"] = list(self.datastore_names)
+        if self._ledger_tap.tables:
+            started["datastore_tables"] = dict(self._ledger_tap.tables)
         log = EventLog(ledger, durability=durability, batch_size=batch_size)
         try:
             qid, attempt, holder = record_quantum_start(
@@ -524,7 +539,7 @@ class RecordingButler:
     def extract_provenance_data(self) -> Any:
         """Upstream's ``QuantumProvenanceData`` of this attempt, replayed from the ledger."""
         self._ledger_recorder.check_open("extract_provenance_data")
-        return to_upstream(self.provenance())
+        return to_upstream(self.provenance(), tables=self._ledger_tap.tables)
 
     # --- lifecycle ------------------------------------------------------------------------
 

@@ -283,6 +283,11 @@ def _detail_shape(kind: str, detail: dict[str, Any]) -> str | None:
             type(definition) is str and _HEX64.fullmatch(definition)
         ):
             return f"detail's definition is {_what(definition)}, not a SHA-256 digest"
+        tables = detail.get("datastore_tables")
+        if tables is not None and not (
+            isinstance(tables, dict) and all(_is_name(k) and _is_name(v) for k, v in tables.items())
+        ):
+            return f"detail's datastore_tables is {_what(tables)}, not an object of names"
         names = detail.get("datastore_names")
         if names is not None and not (isinstance(names, list) and all(_is_name(n) for n in names)):
             return f"detail's datastore_names is {_what(names)}, not an array of names"
