@@ -254,3 +254,55 @@ def test_counts_take_the_right_noun(retried: Path, args: list[str], text: str) -
     command, *rest = args
     result = run_tty(command, retried, *rest)
     assert text in result.stdout
+
+
+# --- --json on every command that prints results ---------------------------------------
+
+#: Commands whose results are JSON already (or a choice of formats that includes it).
+_JSON_ALREADY = {"demo": "a story for people", "export": "jsonl", "replay": "JSON",
+                 "head": "JSON lines", "lineage": "--format json"}  # fmt: skip
+
+
+def test_every_command_that_prints_results_has_json() -> None:
+    """Each command either prints JSON already or has --json."""
+    import click
+
+    from ledger.cli import COMMANDS
+
+    ctx = click.Context(main)
+    for name in COMMANDS:
+        command = main.get_command(ctx, name)
+        assert command is not None
+        options = {opt for p in command.params for opt in getattr(p, "opts", [])}
+        assert name in _JSON_ALREADY or "--json" in options, name
+
+
+def test_verify_json_is_one_object_per_ledger(retried: Path, tmp_path: Path) -> None:
+    """verify --json: ok, counts and problems per ledger; exit 1 when one does not verify."""
+    (one,) = [json.loads(line) for line in run("verify", retried, "--json").stdout.splitlines()]
+    assert one["ok"] is True
+    assert one["problems"] == []
+    with Ledger.open(retried) as led:
+        assert one["events"] == sum(1 for _ in led.events())
+    copy = tmp_path / "copy.ledger"
+    copy.write_bytes(retried.read_bytes())
+    bad = '{"quantum_id": "00000000-0000-0000-0000-000000000000", "quantum_seq": 1, "hash": "0"}'
+    result = run("verify", retried, copy, "--head", bad, "--json")
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["ok"] for line in lines] == [True, True, False]
+    assert lines[-1]["ledger"] is None
+
+
+def test_ingest_and_upgrade_json(retried: Path, tmp_path: Path) -> None:
+    """ingest --json prints the report as one object; upgrade --json its revisions."""
+    central = tmp_path / "central.sqlite"
+    result = run("ingest", central, retried, "--json", "--no-progress")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["ok"], report["sources"], report["quanta"]) == (True, 1, 1)
+    again = run("ingest", central, retried, "--no-progress").stdout
+    assert again.startswith("1 ledger read in ")  # one ledger: singular
+    assert "0 added 0 events of 0 quanta and 0 dataset rows, 1 was there already" in again
+    upgraded = json.loads(run("upgrade", retried, "--json").stdout)
+    assert upgraded["before"] == upgraded["after"]

@@ -276,7 +276,8 @@ def draw_lineage(graph: Lineage, *, max_nodes: int = 60) -> Picture:
         cut_d = sum(1 for n in graph.datasets if n not in nodes)
         notes.append(
             f"large lineage: showing the {len(kept)} nodes nearest the dataset out of {total}; "
-            f"cut {cut_q} quanta and {cut_d} datasets (a +N on a node counts its neighbours cut)"
+            f"cut {cut_q} quant{'um' if cut_q == 1 else 'a'} and {cut_d} "
+            f"dataset{'s' * (cut_d != 1)} (a +N on a node counts its neighbours cut)"
         )
     return Picture(
         width=round(width, 1),

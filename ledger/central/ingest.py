@@ -156,15 +156,22 @@ class IngestReport(BaseModel):
     def summary(self) -> str:
         """One line for people."""
         rate = self.sources / self.seconds if self.seconds > 0 else 0.0
-        problems = f", {len(self.problems)} not ingested" if self.problems else ""
+        problems = f", {len(self.problems):,} not ingested" if self.problems else ""
         n = len(self.duplicate_producers)
-        twice = f"; {n:,} dataset{'s' * (n != 1)} with several producers" if n else ""
+        twice = f"; {_count(n, 'dataset')} with several producers" if n else ""
         return (
-            f"{self.sources:,} ledgers read in {self.seconds:.1f} s ({rate:,.0f}/s): "
-            f"{self.ingested:,} added {self.events:,} events of {self.quanta:,} quanta and "
-            f"{self.datasets:,} dataset rows, {self.unchanged:,} were there already{problems}; "
+            f"{_count(self.sources, 'ledger')} read in {self.seconds:.1f} s ({rate:,.0f}/s): "
+            f"{self.ingested:,} added {_count(self.events, 'event')} of "
+            f"{_count(self.quanta, 'quantum', 'quanta')} and "
+            f"{_count(self.datasets, 'dataset row')}, {self.unchanged:,} "
+            f"{'was' if self.unchanged == 1 else 'were'} there already{problems}; "
             f"{self.target} is at seq {self.high_water_mark:,}{twice}"
         )
+
+
+def _count(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 ledger``, ``2 ledgers``: a number and its noun."""
+    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
 
 
 @dataclass

@@ -216,7 +216,11 @@ class Lineage(BaseModel):
     def tree(self) -> str:
         """A text tree from the dataset: datasets, then the quanta that made (or read) them."""
         verb = "produced by" if self.direction == "upstream" else "read by"
-        depth = "all levels" if self.depth is None else f"at most {self.depth} levels of quanta"
+        depth = (
+            "all levels"
+            if self.depth is None
+            else f"at most {self.depth} level{'s' * (self.depth != 1)} of quanta"
+        )
         lines = [
             f"{self.direction} lineage of {self.dataset_id} ({depth})",
             f"{self.note}",

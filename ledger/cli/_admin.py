@@ -20,7 +20,7 @@ from ..store.ledger import Ledger
 from ..store.log import is_sqlite_target, sqlite_path
 from ._common import ledger_argument, make_console, write_output
 from ._many import Ledgers, ledgers_argument
-from ._output import as_on_terminal
+from ._output import as_on_terminal, json_line
 
 __all__ = ["demo", "export", "upgrade"]
 
@@ -61,7 +61,10 @@ def _upgrade(target: str) -> tuple[str, str]:
 
 @click.command()
 @ledger_argument
-def upgrade(ledger: str) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print {ledger, before, after} as one JSON object."
+)
+def upgrade(ledger: str, as_json: bool) -> None:
     """Upgrade a ledger's schema to this library's (with the shipped migrations).
 
     Migrations only add: recorded events are never rewritten.
@@ -72,7 +75,9 @@ def upgrade(ledger: str) -> None:
     """
     before, after = _upgrade(ledger)
     where = connect.display_target(ledger)
-    if before == after:
+    if as_json:
+        click.echo(json_line({"ledger": where, "before": before, "after": after}))
+    elif before == after:
         click.echo(f"{where} is at schema {after} already; nothing to do")
     else:
         click.echo(f"upgraded {where} from schema {before} to {after}")

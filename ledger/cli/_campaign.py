@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -37,6 +36,7 @@ from ._common import (
     write_output,
 )
 from ._config import central_target, no_central
+from ._output import count, iso_time, json_line
 
 __all__ = ["report_command", "watch_command"]
 
@@ -60,14 +60,14 @@ def _where(state: CampaignState, source: CampaignSource) -> str:
     position = source.position(state)
     if position["seq"] is not None:
         return f"seq {position['seq']}"
-    return f"{position['ledgers']} ledgers"
+    return count(position["ledgers"] or 0, "ledger")
 
 
 def _summary(state: CampaignState, source: CampaignSource) -> str:
     totals = state.totals()
     counts = ", ".join(f"{totals[s]} {s}" for s in STATUSES)
     return (
-        f"{_where(state, source)}: {state.n_quanta} quanta: {counts}; "
+        f"{_where(state, source)}: {count(state.n_quanta, 'quantum', 'quanta')}: {counts}; "
         f"{state.rate_per_minute():.1f} finished/min"
     )
 
@@ -85,7 +85,8 @@ def _view(state: CampaignState, source: CampaignSource) -> RenderableType:
     header = Text()
     header.append(f"watching {source.where}", style="bold")
     header.append(
-        f"  {_where(state, source)} · {state.n_quanta} quanta · {state.n_events} events · "
+        f"  {_where(state, source)} · {count(state.n_quanta, 'quantum', 'quanta')} · "
+        f"{count(state.n_events, 'event')} · "
         f"{state.rate_per_minute():.1f} quanta finished/min (last 5 min of recorded time) · "
         f"{_ago(state.last_recorded_at)}"
     )
@@ -125,7 +126,7 @@ def _view(state: CampaignState, source: CampaignSource) -> RenderableType:
 def _snapshot(state: CampaignState, source: CampaignSource) -> dict[str, Any]:
     return {
         "source": source.where,
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "at": iso_time(datetime.now(UTC)),
         **state.snapshot(),
         **source.position(state),
         "unreadable": source.problems(),
@@ -218,7 +219,7 @@ def _problems_to_stderr(source: CampaignSource, shown: set[str]) -> None:
 def _show_once(state: CampaignState, source: CampaignSource, as_json: bool) -> None:
     _problems_to_stderr(source, set())
     if as_json:
-        _echo(json.dumps(_snapshot(state, source)))
+        _echo(json_line(_snapshot(state, source)))
         return
     make_console().print(_view(state, source))
 
@@ -249,7 +250,7 @@ def _watch(
                 if display is not None:
                     display.update(_view(state, source), refresh=True)
                 elif as_json:
-                    _echo(json.dumps(_snapshot(state, source)))
+                    _echo(json_line(_snapshot(state, source)))
                 else:
                     for failure in new_failures:
                         _echo(_failure_line(failure))
@@ -370,10 +371,11 @@ def report_command(
         ),
     }
     if as_json:
-        click.echo(json.dumps(summary))
+        click.echo(json_line(summary))
         return
     counts = ", ".join(f"{n} {s}" for s, n in report.totals.items())
-    click.echo(f"wrote {output}: {report.n_quanta} quanta ({counts}), {report.n_retried} retried")
+    quanta = count(report.n_quanta, "quantum", "quanta")
+    click.echo(f"wrote {output}: {quanta} ({counts}), {report.n_retried:,} retried")
     if report.lineage is not None and report.picture is not None:
         lin = report.lineage
         data_id = " ".join(f"{k}={v}" for k, v in lin.data_id.items())

@@ -23,6 +23,7 @@ from ._common import (
     write_output,
 )
 from ._config import CENTRAL_ENV, central_target, no_central
+from ._output import json_line
 
 __all__ = ["ingest_command", "lineage_command"]
 
@@ -66,6 +67,12 @@ __all__ = ["ingest_command", "lineage_command"]
     help="Write into TARGET even if it is a butler's ledger, not a central one "
     "(refused by default: the usual cause is a forgotten TARGET).",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the report as one JSON object (counts, problems, duplicate producers).",
+)
 @click.pass_context
 def ingest_command(
     ctx: click.Context,
@@ -76,6 +83,7 @@ def ingest_command(
     jobs: int,
     no_progress: bool,
     into_existing: bool,
+    as_json: bool,
 ) -> None:
     """Copy ledger files into a central ledger (a SQLite file or a PostgreSQL URL).
 
@@ -140,7 +148,10 @@ def ingest_command(
         click.echo(f"qledger: {problem.kind}: {one_line(problem.message)}", err=True)
     for twice in report.duplicate_producers:  # a fact to know, not a failure: exit code stays
         click.echo(f"qledger: warning: {one_line(twice.message())}", err=True)
-    click.echo(report.summary())
+    if as_json:
+        click.echo(json_line({**report.model_dump(), "ok": report.ok}))
+    else:
+        click.echo(report.summary())
     if any(p.kind == "unreadable" for p in report.problems):
         ctx.exit(EXIT_BAD_INPUT)
     if report.problems:

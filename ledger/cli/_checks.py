@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from ._common import (
     short_id,
 )
 from ._many import Ledgers, count, ledgers_argument
+from ._output import json_line, jsonable
 
 # --- verify -----------------------------------------------------------------------------
 
@@ -139,6 +139,13 @@ def _artifacts(checked: int) -> str:
     help="Also check every recorded output artifact: present, recorded size and sha256.",
 )
 @_NO_CHECK
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object per ledger: ledger, ok, quanta, events, heads, artifacts, "
+    "problems.",
+)
 @click.pass_context
 def verify(
     ctx: click.Context,
@@ -146,6 +153,7 @@ def verify(
     heads: tuple[str, ...],
     datastore: str | None,
     no_datastore_check: bool,
+    as_json: bool,
 ) -> None:
     """Verify hash chains, recorded heads and artifacts; exit 1 on any problem.
 
@@ -162,7 +170,7 @@ def verify(
     parsed = _parse_heads(heads)
     many = Ledgers(ledgers)
     if not many.several:
-        _verify_alone(ctx, many.targets[0], parsed, datastore, not no_datastore_check)
+        _verify_alone(ctx, many.targets[0], parsed, datastore, not no_datastore_check, as_json)
         return
     found = _Verified()
     unmatched = {str(h.quantum_id): h for h in parsed}
@@ -174,7 +182,9 @@ def verify(
             report, problems, checked = _verify_one(led, mine, datastore, not no_datastore_check)
             for qid in held:
                 unmatched.pop(qid, None)
-            for problem in problems:
+            if as_json:
+                click.echo(_verify_json(where, report, mine, problems, checked, datastore))
+            for problem in [] if as_json else problems:
                 click.echo(problem if problem.startswith(f"{where}: ") else f"{where}: {problem}")
             if problems:
                 many.check_failed()
@@ -185,9 +195,15 @@ def verify(
                 found.events += report.events
                 found.artifacts += checked
     for qid in unmatched:
-        click.echo(f"quantum {qid}: a head was given for it, but no ledger read holds it")
+        problem = f"quantum {qid}: a head was given for it, but no ledger read holds it"
+        click.echo(
+            json_line({"ledger": None, "ok": False, "problems": [problem]}) if as_json else problem
+        )
         found.problems += 1
         many.code = max(many.code, EXIT_PROBLEM)
+    if as_json:
+        many.finish(ctx)
+        return
     parts = [
         f"{found.ok:,} verify ({count(found.quanta, 'quantum', 'quanta')}, "
         f"{count(found.events, 'event')}"
@@ -207,19 +223,52 @@ def verify(
     many.finish(ctx)
 
 
+def _verify_json(
+    where: str,
+    report: VerifyReport,
+    heads: list[Head],
+    problems: list[str],
+    checked: int,
+    datastore: str | None,
+) -> str:
+    """One ledger's verification as a JSON line."""
+    return json_line(
+        {
+            "ledger": where,
+            "ok": not problems,
+            "quanta": report.quanta,
+            "events": report.events,
+            "heads": len(heads),
+            "artifacts": checked if datastore is not None else None,
+            "problems": problems,
+        }
+    )
+
+
 def _verify_alone(
-    ctx: click.Context, ledger: str, parsed: list[Head], datastore: str | None, check: bool
+    ctx: click.Context,
+    ledger: str,
+    parsed: list[Head],
+    datastore: str | None,
+    check: bool,
+    as_json: bool = False,
 ) -> None:
     """Verify one ledger named alone: its problems, or one ok line."""
     with Ledger.open(ledger) as led:
         report, problems, checked = _verify_one(led, parsed, datastore, check)
+    if as_json:
+        where = display_target(ledger)
+        click.echo(_verify_json(where, report, parsed, problems, checked, datastore))
+        if problems:
+            ctx.exit(EXIT_PROBLEM)
+        return
     for problem in problems:
         click.echo(problem)
     if problems:
         click.echo(f"{display_target(ledger)}: {count(len(problems), 'problem')}", err=True)
         ctx.exit(EXIT_PROBLEM)
-    what = f"{report.quanta} quant{'um' if report.quanta == 1 else 'a'}, {report.events} events"
-    extra = f", {len(parsed)} head{'s' * (len(parsed) != 1)}" if parsed else ""
+    what = f"{count(report.quanta, 'quantum', 'quanta')}, {count(report.events, 'event')}"
+    extra = f", {count(len(parsed), 'head')}" if parsed else ""
     artifacts = _artifacts(checked) if datastore is not None else ""
     click.echo(f"ok: {display_target(ledger)}: {what}{extra} verify{artifacts}")
 
@@ -417,13 +466,13 @@ def _print_recovery_json(
     report: RecoveryReport, actions: list[OrphanAction] | None, ledger: str | None
 ) -> None:
     """The report as JSON: indented for one ledger; one line with its "ledger" for several."""
-    data = report.model_dump(mode="json")
+    data = jsonable(report)
     if actions is not None:
-        data["actions"] = [a.model_dump(mode="json") for a in actions]
+        data["actions"] = jsonable(actions)
     if ledger is None:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json_line(data, indent=2))
     else:
-        click.echo(json.dumps({"ledger": display_target(ledger), **data}))
+        click.echo(json_line({"ledger": display_target(ledger), **data}))
 
 
 def _print_recovery(

@@ -617,7 +617,7 @@ def head(ctx: click.Context, ledgers: tuple[str, ...], quantum: str | None) -> N
             held += 1
             ids = [qid] if qid is not None else [str(q) for q in led.quantum_ids()]
             for one in ids:
-                click.echo(led.head(one).model_dump_json())
+                click.echo(json_line(led.head(one)))
     if quantum is not None and many.several and not held and len(many) > many.unreadable:
         raise Failure(f"none of the {count(len(many), 'ledger')} read holds quantum {quantum}")
     many.finish(ctx)
