@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_lsst import lsst_figures, lsst_section
 from bench_quantum import quantum_figures
 from bench_recording import recording_figures, scaling_figures
 from bench_replay import make_ledger, replay_figures
@@ -182,6 +183,8 @@ def main() -> None:
             figures += step(tmp, args.quick)
         print("… scaling_figures", flush=True)
         figures += scaling_figures(tmp, args.quick, make_ledger)
+        print("… lsst_figures", flush=True)
+        wrapper, _, why_none = lsst_figures(tmp, args.quick)
     print("… ingest_figures", flush=True)
     figures += ingest_figures(args.quick)
     order = ["record", "quantum", "replay", "ingest", "scaling"]
@@ -200,7 +203,9 @@ def main() -> None:
         f"{when}, {took:.0f} s.\n\n"
         f"- Machine: {where}\n"
         f"- Versions: {versions()}\n\n"
-        f"{table}\n\n{summary}\n\n{misses(figures)}\n\n{_METHOD}"
+        f"{table}\n\n{summary}\n\n{misses(figures)}\n\n{_METHOD}\n\n"
+        # Its own section (bench_lsst.py alone replaces just that one).
+        + lsst_section(wrapper, why_none, f"in this run ({when})", "the machine above")
     )
     print(f"wrote {args.output} ({took:.0f} s)")
 
