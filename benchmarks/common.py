@@ -25,9 +25,11 @@ from typing import Any
 __all__ = [
     "Figure",
     "interleaved",
+    "kept_sections",
     "machine",
     "timed_rounds",
     "versions",
+    "write_section",
 ]
 
 
@@ -212,3 +214,41 @@ def machine(tmp: Path) -> str:
         f"{cpu}, {os.cpu_count()} cores, {ram} RAM, disk {_disk(tmp)}; "
         f"{platform.system()} {platform.release()}"
     )
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    """Put ``body`` between the markers of section ``name`` in ``path``; keep the rest.
+
+    A benchmark with its own heading (the command line's, ``bench_cli.py``)
+    writes there, so that it never destroys the figures of another.
+    """
+    start, end = _markers(name)
+    block = f"{start}\n{body.rstrip()}\n{end}\n"
+    text = path.read_text() if path.exists() else ""
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + block + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block
+    path.write_text(text)
+
+
+def kept_sections(path: Path, skip: Iterable[str] = ()) -> str:
+    """Every marked section of ``path`` but ``skip`` (see `write_section`), to keep on a rewrite."""
+    if not path.exists():
+        return ""
+    text, found = path.read_text(), []
+    while "<!-- section:" in text:
+        text = text[text.index("<!-- section:") :]
+        name = text[len("<!-- section:") : text.index(" -->")]
+        end = _markers(name)[1]
+        if end not in text:
+            break
+        if name not in skip:
+            found.append(text[: text.index(end) + len(end)])
+        text = text[text.index(end) + len(end) :]
+    return "\n\n".join(found)

@@ -33,7 +33,7 @@ from bench_lsst import lsst_figures, lsst_section
 from bench_quantum import quantum_figures
 from bench_recording import recording_figures, scaling_figures
 from bench_replay import make_ledger, replay_figures
-from common import Figure, machine, versions
+from common import Figure, kept_sections, machine, versions
 
 HERE = Path(__file__).resolve().parent
 
@@ -197,6 +197,7 @@ def main() -> None:
     print()
     print(table)
     print(f"\n{summary}\n\n{misses(figures)}")
+    kept = kept_sections(args.output, skip={"lsst-wrapper"})  # bench_cli.py's, ...
     args.output.write_text(
         "# Benchmark results\n\n"
         f"{'`--quick`' if args.quick else 'Full'} run of `python benchmarks/run.py` on "
@@ -206,6 +207,8 @@ def main() -> None:
         f"{table}\n\n{summary}\n\n{misses(figures)}\n\n{_METHOD}\n\n"
         # Its own section (bench_lsst.py alone replaces just that one).
         + lsst_section(wrapper, why_none, f"in this run ({when})", "the machine above")
+        # And those of the benchmarks with a heading of their own (bench_cli.py).
+        + (f"\n{kept}\n" if kept else "")
     )
     print(f"wrote {args.output} ({took:.0f} s)")
 

@@ -251,7 +251,10 @@ def show(ctx: click.Context, ledgers: tuple[str, ...], as_json: bool, every: boo
     quanta (a central ledger) only those that did not succeed are listed,
     then a table per task; --all lists every one. A folder stands for the
     ledgers in it; a ledger that cannot be read is one line on stderr, and
-    the others are shown.
+    the others are shown. "took" is how long the last attempt ran (the wait
+    before a retry is not counted). Off a terminal (a pipe, a file) the table
+    is tab-separated values of every quantum, in full, with the note as a
+    column, and the summary goes to stderr.
 
     \b
     Example:
@@ -298,7 +301,9 @@ def show(ctx: click.Context, ledgers: tuple[str, ...], as_json: bool, every: boo
     help="Only events with this outcome (repeatable).",
 )
 @click.option("--attempt", "-a", type=click.IntRange(min=1), help="Only this attempt.")
-@click.option("--detail", is_flag=True, help="Add the detail column (JSON).")
+@click.option(
+    "--detail", is_flag=True, help="Add the detail column (JSON; a traceback as its lines)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per event.")
 @click.pass_context
 def events(

@@ -23,6 +23,7 @@ from ..errors import LedgerError
 from ..sources import expand_ledgers
 from ..store.connect import display_target
 from ._common import EXIT_BAD_INPUT, EXIT_OK, EXIT_PROBLEM, Failure, complete_path
+from ._output import count
 
 __all__ = ["Ledgers", "count", "ledgers_argument", "one_ledger"]
 
@@ -39,11 +40,6 @@ def _what(target: str, message: str) -> str:
         if message.startswith(prefix):
             return message[len(prefix) :]
     return message
-
-
-def count(n: int, noun: str, nouns: str | None = None) -> str:
-    """``1 ledger``, ``2 ledgers``, ``0 quanta``: a number and its noun."""
-    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
 
 
 class Ledgers:
