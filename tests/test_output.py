@@ -306,3 +306,21 @@ def test_ingest_and_upgrade_json(retried: Path, tmp_path: Path) -> None:
     assert "0 added 0 events of 0 quanta and 0 dataset rows, 1 was there already" in again
     upgraded = json.loads(run("upgrade", retried, "--json").stdout)
     assert upgraded["before"] == upgraded["after"]
+
+
+def test_piped_recover_report_is_not_folded(tmp_path: Path) -> None:
+    """recover | cat: a long error message and the heading stay whole, without trailing blanks."""
+    fixture = make_quantum(tmp_path / "repo", n_inputs=1, n_outputs=1)
+    path = tmp_path / "failed.ledger"
+    message = "the fit did not converge " * 8  # ~200 characters
+    with (
+        pytest.raises(RuntimeError),
+        QuantumBackedButler.initialize(fixture.root, fixture.quantum, ledger=path),
+    ):
+        raise RuntimeError(message.strip())
+    out = run("recover", path, "--datastore", fixture.root).stdout
+    lines = out.splitlines()
+    assert any(line.startswith("error ") and line.endswith(message.strip()) for line in lines)
+    assert lines[0].startswith("quantum ")
+    assert "instrument=DemoCam" in lines[0]
+    assert all(line == line.rstrip() for line in lines)

@@ -38,7 +38,7 @@ from ._common import (
     short_id,
 )
 from ._many import Ledgers, count, ledgers_argument
-from ._output import json_line, jsonable
+from ._output import json_line, jsonable, print_rule, print_unwrapped
 
 # --- verify -----------------------------------------------------------------------------
 
@@ -347,11 +347,10 @@ def _render_recovery(
     if several:
         console.print(Text(f"{ledger}:", style="bold"), overflow="fold")
     for rec in report.quanta:
-        console.rule(
-            Text(f"quantum {rec.quantum_id}  {rec.task_label}  {fmt_data_id(rec.data_id)}"),
-            align="left",
+        print_rule(
+            console, f"quantum {rec.quantum_id}  {rec.task_label}  {fmt_data_id(rec.data_id)}"
         )
-        console.print(_recovery_table(rec))
+        print_unwrapped(console, _recovery_table(rec))
     hints = Table.grid(padding=(0, 2))
     hints.add_column(style="bold", no_wrap=True)
     hints.add_column()
@@ -366,7 +365,7 @@ def _render_recovery(
             f'QuantumBackedButler.resume("{root}", "{ledger}"{which}, skip_existing=True)',
         )
     if hints.row_count:
-        console.print(hints)
+        print_unwrapped(console, hints)
 
 
 @click.command(name="recover")
@@ -488,10 +487,8 @@ def _print_recovery(
     for action in actions:
         recorded = f" as quantum_seq {action.quantum_seq}" if action.quantum_seq else ""
         why = f" ({action.reason})" if action.reason else ""
-        console.print(
-            f"{action.action} {short_id(action.dataset_id)}{recorded}{why}: {action.path}",
-            overflow="fold",
-        )
+        line = f"{action.action} {short_id(action.dataset_id)}{recorded}{why}: {action.path}"
+        print_unwrapped(console, Text(line, overflow="fold"))
     if acting and not actions:
         console.print("no orphans to act on")
     _render_recovery(console, report, display_target(ledger), root, several=several)

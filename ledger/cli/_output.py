@@ -51,6 +51,7 @@ __all__ = [
     "json_line",
     "jsonable",
     "make_console",
+    "print_rule",
     "print_unwrapped",
     "summary",
     "tsv_value",
@@ -106,11 +107,29 @@ def make_console() -> Console:
 
 def print_unwrapped(console: Console, renderable: RenderableType) -> None:
     """Print ``renderable``; off a terminal as wide as it needs (nothing folded or cut)."""
-    if console.is_terminal:
+    if is_terminal(console.file):
         console.print(renderable)
         return
     widest = console.measure(renderable, options=console.options.update_width(1 << 20)).maximum
-    console.print(renderable, width=max(console.width, widest), crop=False)
+    width = console.width
+    console.width = max(width, widest)  # print() caps its width= at the console's
+    try:
+        with console.capture() as captured:
+            console.print(renderable, crop=False)
+    finally:
+        console.width = width
+    lines = captured.get().splitlines()
+    console.file.write("".join(line.rstrip() + "\n" for line in lines))
+
+
+def print_rule(console: Console, title: str) -> None:
+    """A heading line: a rule across a terminal, the title in full and a short rule elsewhere."""
+    if is_terminal(console.file):
+        from rich.text import Text
+
+        console.rule(Text(title), align="left")
+        return
+    console.file.write(f"{title} ─────\n")
 
 
 # --- words and times -----------------------------------------------------------------
