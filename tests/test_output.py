@@ -324,3 +324,12 @@ def test_piped_recover_report_is_not_folded(tmp_path: Path) -> None:
     assert lines[0].startswith("quantum ")
     assert "instrument=DemoCam" in lines[0]
     assert all(line == line.rstrip() for line in lines)
+
+
+def test_count_is_singular_for_one_and_separates_thousands() -> None:
+    """count() is the one way commands say how many: right noun, thousands separated."""
+    from ledger.cli._output import count
+
+    assert count(1, "quantum", "quanta") == "1 quantum"
+    assert count(0, "quantum", "quanta") == "0 quanta"
+    assert count(1_000_000, "event") == "1,000,000 events"

@@ -65,7 +65,7 @@ def _where(state: CampaignState, source: CampaignSource) -> str:
 
 def _summary(state: CampaignState, source: CampaignSource) -> str:
     totals = state.totals()
-    counts = ", ".join(f"{totals[s]} {s}" for s in STATUSES)
+    counts = ", ".join(f"{totals[s]:,} {s}" for s in STATUSES)
     return (
         f"{_where(state, source)}: {count(state.n_quanta, 'quantum', 'quanta')}: {counts}; "
         f"{state.rate_per_minute():.1f} finished/min"
@@ -99,15 +99,15 @@ def _view(state: CampaignState, source: CampaignSource) -> RenderableType:
     counts, retried = state.counts(), state.retried()
     for task, row in counts.items():
         table.add_row(
-            task, *(str(row[s]) for s in STATUSES), str(retried[task]), str(sum(row.values()))
+            task, *(f"{row[s]:,}" for s in STATUSES), f"{retried[task]:,}", f"{sum(row.values()):,}"
         )
     totals = state.totals()
     if counts:
         table.add_row(
             Text("all", style="bold"),
-            *(str(totals[s]) for s in STATUSES),
-            str(sum(retried.values())),
-            str(state.n_quanta),
+            *(f"{totals[s]:,}" for s in STATUSES),
+            f"{sum(retried.values()):,}",
+            f"{state.n_quanta:,}",
         )
     parts: list[RenderableType] = [header, table]
     if state.failures:
@@ -373,7 +373,7 @@ def report_command(
     if as_json:
         click.echo(json_line(summary))
         return
-    counts = ", ".join(f"{n} {s}" for s, n in report.totals.items())
+    counts = ", ".join(f"{n:,} {s}" for s, n in report.totals.items())
     quanta = count(report.n_quanta, "quantum", "quanta")
     click.echo(f"wrote {output}: {quanta} ({counts}), {report.n_retried:,} retried")
     if report.lineage is not None and report.picture is not None:
