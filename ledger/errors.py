@@ -21,10 +21,12 @@ __all__ = [
     "InvalidHeadError",
     "InvalidParameterError",
     "LedgerBusyError",
+    "LedgerChangedError",
     "LedgerCorruptError",
     "LedgerDiskFullError",
     "LedgerError",
     "LedgerNotFoundError",
+    "LedgerNotReadableError",
     "LedgerReadOnlyError",
     "LedgerUnavailableError",
     "LedgerUrlError",
@@ -115,6 +117,24 @@ class LedgerDiskFullError(LedgerError):
 
 class LedgerReadOnlyError(LedgerError):
     """A write was attempted on a ledger opened for reading."""
+
+
+class LedgerNotReadableError(LedgerError, PermissionError):
+    """The ledger cannot be read without writing, or without a permission this user lacks.
+
+    Readers never write (not even SQLite's ``-shm``): a WAL whose ``-shm`` is
+    missing, a rollback journal left by a dead writer, or a file without read
+    permission is this error, naming what a user with write access can do.
+    """
+
+
+class LedgerChangedError(LedgerError):
+    """A writer changed a ledger file while it was read without locks; read it again.
+
+    A ledger that no writer holds is read ``immutable`` (no locks, no files). If
+    a writer starts and checkpoints meanwhile, what was read could mix two
+    moments, so it is refused; a second read sees the writer and reads safely.
+    """
 
 
 class LedgerBusyError(LedgerError):

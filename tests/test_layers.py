@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"store.schema"},
     {"store.validate"},
     {"store.migrate", "migrations"},
+    {"store.readonly"},
     {"store.catalog"},
     {"store.log"},
     {"store.lease"},

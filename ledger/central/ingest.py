@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import quote
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, select
@@ -50,12 +49,13 @@ from ..errors import (
 from ..events import EVENT_COLUMNS, definition_digest, utc_now
 from ..sources import LEDGER_SUFFIXES, expand_ledgers
 from ..store import migrate
-from ..store.log import is_sqlite_target, lock_event_order, sqlite_path, translate_sqlite_error
+from ..store.log import is_sqlite_target, lock_event_order, sqlite_path
+from ..store.readonly import SQLiteReader
 from ..store.schema import events, ingests, quanta
 from ..store.validate import dataset_problem, event_problem, quanta_problem, show
 from ..store.verify import ChainChecker, dataset_columns, quanta_columns
 from .producers import several_producers
-from .target import check_central, chunks, open_target, placeholders
+from .target import check_central, chunks, close_target, open_target, placeholders
 
 __all__ = [
     "SOURCE_SUFFIXES",
@@ -210,12 +210,8 @@ def read_source(path: str, *, verify: bool = True) -> _Source:
     """
     if not os.path.isfile(path):
         raise LedgerNotFoundError(f"no ledger at {path}")
-    try:
-        conn = sqlite3.connect(
-            f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True, isolation_level=None
-        )
-    except sqlite3.Error as e:
-        raise translate_sqlite_error(e, path) from e
+    reader = SQLiteReader(path, isolation_level=None)  # writes nothing, needs no write access
+    conn = reader.conn
     try:
         # One read transaction: the quanta, datasets and events of one moment, even
         # while a worker is still appending to a shared ledger.
@@ -243,10 +239,11 @@ def read_source(path: str, *, verify: bool = True) -> _Source:
             source.datasets.setdefault(row[0], []).append(row)
         for row in conn.execute("SELECT " + ", ".join(EVENT_COLUMNS) + " FROM events ORDER BY seq"):
             source.events.setdefault(row[1], []).append(row)
+        reader.check_unchanged()  # an immutable read saw one moment, or says it did not
     except sqlite3.Error as e:
-        raise translate_sqlite_error(e, path) from e
+        raise reader.translate(e) from e
     finally:
-        conn.close()
+        reader.close()
     _check_source(source, verify=verify)
     return source
 
@@ -461,7 +458,7 @@ def ingest(
         else:
             read = (_read_or_problem(path, verify=verify) for path in paths)
         engine = open_target(target)
-        stack.callback(engine.dispose)
+        stack.callback(close_target, engine)
         check_central(engine, where, into_existing=into_existing)
         batch = _Batch()
         seen: set[str] = set()  # quanta that got events in this run

@@ -23,13 +23,22 @@ from ..store import migrate
 from ..store.log import (
     create_ledger_file,
     ensure_schema,
+    finish_sqlite_file,
     is_sqlite_target,
     server_engine,
     sqlite_path,
+    wal_on,
 )
 from ..store.schema import ingests, ledger_info, quanta
 
-__all__ = ["CENTRAL_INFO", "check_central", "chunks", "open_target", "placeholders"]
+__all__ = [
+    "CENTRAL_INFO",
+    "check_central",
+    "chunks",
+    "close_target",
+    "open_target",
+    "placeholders",
+]
 
 #: The ``ledger_info`` row that marks a ledger created by `open_target` as central.
 CENTRAL_INFO = {"role": "central"}
@@ -78,6 +87,7 @@ def open_target(target: str | os.PathLike[str], *, create: bool = True) -> Engin
         dbapi_connection.isolation_level = None  # transactions are begun below, explicitly
         dbapi_connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         dbapi_connection.execute("PRAGMA synchronous = FULL")
+        wal_on(dbapi_connection, path)  # a finished central ledger was left out of WAL
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
@@ -93,6 +103,18 @@ def open_target(target: str | os.PathLike[str], *, create: bool = True) -> Engin
         engine.dispose()
         raise
     return engine
+
+
+def close_target(engine: Engine) -> None:
+    """Release a target's connections; a SQLite file is left self-contained.
+
+    Once the pool's connections are closed, the file's WAL is folded in and
+    turned off (`finish_sqlite_file`), so readers need no write access to it;
+    the next `open_target` turns WAL on again.
+    """
+    engine.dispose()
+    if engine.dialect.name == "sqlite" and engine.url.database:
+        finish_sqlite_file(engine.url.database)
 
 
 def check_central(engine: Engine, where: str, *, into_existing: bool = False) -> None:

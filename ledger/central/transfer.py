@@ -31,7 +31,7 @@ from ..quantum import Quantum
 from ..store import migrate
 from ..store.log import lock_event_order
 from ..store.schema import dataset_locations
-from .target import chunks, open_target
+from .target import chunks, close_target, open_target
 
 __all__ = ["TransferReport", "collect_and_transfer"]
 
@@ -147,7 +147,7 @@ def collect_and_transfer(
                 report.imported[f"{dataset_type} / {run}"] = len(fresh)
                 report.already_present += len(rows) - len(fresh)
     finally:
-        engine.dispose()
+        close_target(engine)
     report.seconds = time.perf_counter() - started
     _log.info(
         "outputs transferred",

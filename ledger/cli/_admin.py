@@ -17,7 +17,7 @@ from ..errors import LedgerNotFoundError, NotALedgerError
 from ..export import export_jsonl, export_prov, merge_prov
 from ..store import connect, migrate
 from ..store.ledger import Ledger
-from ..store.log import is_sqlite_target, sqlite_path
+from ..store.log import finish_sqlite_file, is_sqlite_target, sqlite_path
 from ._common import ledger_argument, make_console, write_output
 from ._many import Ledgers, ledgers_argument
 from ._output import as_on_terminal, json_line
@@ -56,6 +56,8 @@ def _upgrade(target: str) -> tuple[str, str]:
         raise migrate.translate_db_error(e, where) from e
     finally:
         engine.dispose()
+        if is_sqlite_target(target):
+            finish_sqlite_file(sqlite_path(target))  # self-contained: readable by anyone
     return before, after
 
 

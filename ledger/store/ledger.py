@@ -1,8 +1,11 @@
 """`Ledger`: open a ledger for reading; events, replay, verify, head, quantum.
 
-Opening never writes: a SQLite file is opened with ``mode=ro``, so inspecting
-a ledger leaves its bytes identical. Replay streams rows through the driver
-cursor into the pure fold; memory grows with distinct datasets, not events.
+Opening never writes: a SQLite file is opened by the reader's rule
+(`ledger.store.readonly`: through its WAL, read-only, when a writer may be
+active; ``immutable`` when none is), so inspecting a ledger needs no write
+access and leaves its folder as it was, file for file and byte for byte.
+Replay streams rows through the driver cursor into the pure fold; memory grows
+with distinct datasets, not events.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import uuid
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, create_engine, text
@@ -41,6 +43,7 @@ from ..records import DatastoreRecordData, StoredFileInfo
 from . import catalog, connect, migrate
 from .lease import all_leases, liveness
 from .log import is_sqlite_target, sqlite_path, translate_sqlite_error
+from .readonly import SQLiteReader
 from .validate import (
     QUANTA_COLUMNS,
     check_dataset,
@@ -59,6 +62,11 @@ _EVENT_SELECT = "SELECT " + ", ".join(EventRow._fields) + " FROM events"
 # The fold reads the detail of put and prune only, but a CASE that drops the others
 # costs more per row (measured: ~5% of a replay) than the few other details it saves.
 _REPLAY_SELECT = "SELECT kind, dataset_id, outcome, detail FROM events"
+
+
+def _static_engine(raw: sqlite3.Connection) -> Engine:
+    """An engine over one open driver connection (for the schema check's SQLAlchemy)."""
+    return create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
 
 
 class QuantumInfo(BaseModel):
@@ -115,12 +123,13 @@ def _to_until_text(until: datetime) -> str:
 class Ledger:
     """A ledger opened for reading (a SQLite file, or any SQLAlchemy URL)."""
 
-    def __init__(self, target: str, *, engine: Engine, raw: sqlite3.Connection | None) -> None:
+    def __init__(self, target: str, *, engine: Engine, reader: SQLiteReader | None = None) -> None:
         self.target = target
         #: The target as messages show it (a URL's password hidden).
         self.where = migrate.display_target(target)
         self._engine = engine
-        self._raw = raw
+        self._reader = reader
+        self._raw = reader.conn if reader is not None else None
         #: The connection of an open `snapshot` on a server database, and its depth.
         self._held: Connection | None = None
         self._depth = 0
@@ -143,16 +152,10 @@ class Ledger:
                 raise LedgerError("an in-memory ledger lives only inside its butler")
             if not os.path.isfile(path):
                 raise LedgerNotFoundError(f"no ledger at {path}")
-            uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
-            try:
-                raw = sqlite3.connect(uri, uri=True, check_same_thread=False)
-                raw.execute("PRAGMA query_only = ON")
-            except sqlite3.Error as e:
-                raise translate_sqlite_error(e, path) from e
-            engine = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
-            ledger = cls(path, engine=engine, raw=raw)
+            reader = SQLiteReader(path, check_same_thread=False)
+            ledger = cls(path, engine=_static_engine(reader.conn), reader=reader)
         else:
-            ledger = cls(where, engine=connect.server_engine(where), raw=None)
+            ledger = cls(where, engine=connect.server_engine(where))
         try:
             with ledger._engine.connect() as conn:
                 migrate.check_schema(conn, ledger.where)
@@ -169,9 +172,21 @@ class Ledger:
 
     def close(self) -> None:
         """Release the connection."""
-        if self._raw is not None:
-            self._raw.close()
+        if self._reader is not None:
+            self._reader.close()
         self._engine.dispose()
+
+    def _refresh(self) -> None:
+        """Before a read outside a snapshot: re-open a SQLite file a writer changed since.
+
+        A connection opened ``immutable`` (no writer was active) reads the file as
+        it was; once a writer started or changed it, the next read opens again by
+        the reader's rule, so it sees what was committed since, as a WAL reader does.
+        """
+        if self._reader is not None and self._reader.stale():
+            self._engine.dispose()
+            self._raw = self._reader.reopen()
+            self._engine = _static_engine(self._raw)
 
     def __enter__(self) -> Ledger:
         return self
@@ -201,6 +216,7 @@ class Ledger:
             return
         try:
             if self._raw is not None:
+                self._refresh()
                 self._raw.execute("BEGIN")
                 self._raw.execute("SELECT 1 FROM ledger_info LIMIT 1").fetchall()  # pin it now
             else:
@@ -209,7 +225,7 @@ class Ledger:
                 )
                 self._held.begin()
         except sqlite3.Error as e:
-            raise translate_sqlite_error(e, self.where) from e
+            raise self._translate(e) from e
         except DBAPIError as e:
             self._release()
             raise migrate.translate_db_error(e, self.where) from e
@@ -219,6 +235,14 @@ class Ledger:
         finally:
             self._depth = 0
             self._release()
+        if self._reader is not None:
+            self._reader.check_unchanged()  # what an immutable read saw was one moment
+
+    def _translate(self, e: sqlite3.Error) -> LedgerError:
+        """A driver error while reading a SQLite file, as the library's error."""
+        if self._reader is not None:
+            return self._reader.translate(e)
+        return translate_sqlite_error(e, self.where)
 
     def _release(self) -> None:
         if self._raw is not None:
@@ -233,10 +257,14 @@ class Ledger:
     def rows(self, sql: str, params: Sequence[Any] = ()) -> Generator[tuple[Any, ...], None, None]:
         """Stream the rows of a query written with ``?`` placeholders."""
         if self._raw is not None:
+            if not self._depth:
+                self._refresh()
             try:
                 yield from self._raw.cursor(_Cursor).execute(sql, tuple(params))
             except sqlite3.Error as e:
-                raise translate_sqlite_error(e, self.where) from e
+                raise self._translate(e) from e
+            if not self._depth and self._reader is not None:
+                self._reader.check_unchanged()  # what an immutable read saw was one moment
             return
         names = [f"p{i}" for i in range(len(params))]
         bound = sql

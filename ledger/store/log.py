@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, Table, create_engine, insert, text
 from sqlalchemy.exc import DBAPIError
@@ -48,10 +49,13 @@ __all__ = [
     "Transaction",
     "create_ledger_file",
     "ensure_schema",
+    "finish_sqlite",
+    "finish_sqlite_file",
     "is_sqlite_target",
     "lock_event_order",
     "server_engine",
     "sqlite_path",
+    "wal_on",
 ]
 
 _log = get_logger(__name__)
@@ -363,7 +367,11 @@ class _SQLiteAppender:
             raise translate_sqlite_error(e, self._where) from e
 
     def close(self) -> None:
-        self._conn.close()
+        try:
+            if self._where != ":memory:":
+                finish_sqlite(self._conn, self._where)
+        finally:
+            self._conn.close()
 
 
 class _CoreAppender:
@@ -482,6 +490,7 @@ class EventLog:
         conn = sqlite3.connect(path, check_same_thread=False, timeout=_BUSY_TIMEOUT_S)
         try:
             _check_sqlite(conn, path)
+            wal_on(conn, path)
         except BaseException:
             conn.close()
             self._release_writer_lock()
@@ -679,6 +688,62 @@ def create_ledger_file(path: str, info: Mapping[str, str] | None = None) -> None
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp + suffix)
+
+
+def wal_on(conn: sqlite3.Connection, where: str) -> None:
+    """Put a ledger file in WAL mode for writing (a finished one was left out of it).
+
+    The mode is kept in the file's header, so this is a no-op while another
+    writer has it on; switching waits (busy timeout) for readers holding locks.
+
+    Raises:
+        LedgerBusyError: the file stayed locked for longer than the busy timeout.
+    """
+    try:
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        # Read at once: that creates -wal and -shm, which readers take as the sign of a
+        # writer; between the switch and this read, a reader reads the file immutable.
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+    except sqlite3.Error as e:
+        raise translate_sqlite_error(e, where) from e
+
+
+def finish_sqlite(conn: sqlite3.Connection, where: str) -> bool:
+    """At a writer's clean close, leave the ledger file self-contained; whether it was.
+
+    ``journal_mode = DELETE`` checkpoints the whole WAL into the file, removes
+    ``-wal`` and ``-shm`` and marks the header "not WAL", so that any reader
+    (ours, ``sqlite3``, Datasette) reads the file alone, with no write access
+    and without creating anything beside it. SQLite does it only for the file's
+    only connection: while another writer, or a reader through the WAL, is
+    connected it refuses at once and nothing changes (the last writer to close
+    does it; the next writer turns WAL on again, see `wal_on`).
+
+    Durability is unchanged: the checkpoint copies committed pages and syncs
+    before the WAL is removed, and a kill at any point leaves either the WAL
+    (replayed by the next opener) or the file with everything in it; a kill
+    while the header itself is rewritten leaves a one-page journal that readers
+    recognise as harmless (see `ledger.store.readonly`).
+    """
+    try:
+        mode = conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
+    except sqlite3.Error as e:  # another connection is open; or a failing disk: WAL stays
+        _log.debug("ledger_left_in_wal", ledger=where, why=str(e))
+        return False
+    return bool(mode == "delete")
+
+
+def finish_sqlite_file(path: str) -> bool:
+    """`finish_sqlite` for a file whose writers' connections are all closed (a pool's)."""
+    try:  # mode=rw: never create the file
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=rw", uri=True, timeout=0)
+    except sqlite3.Error as e:
+        _log.debug("ledger_left_in_wal", ledger=path, why=str(e))
+        return False
+    try:
+        return finish_sqlite(conn, path)
+    finally:
+        conn.close()
 
 
 def _sqlite_engine(conn: sqlite3.Connection) -> Engine:

@@ -2,7 +2,8 @@
 
 Whoever writes the query may be hostile, so every layer assumes the others failed:
 
-SQLite: the file is opened ``mode=ro`` with ``query_only``; an authorizer
+SQLite: the file is opened read-only by the reader's rule (`ledger.store.readonly`)
+with ``query_only``; an authorizer
 allows reading only (SELECT, reading tables, recursive CTEs, pragmas that only
 describe) and calls only of the functions in `SAFE_SQLITE_FUNCTIONS`; Python's
 driver runs one statement per call. A progress handler stops the query at its
@@ -29,7 +30,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
@@ -38,6 +38,7 @@ from ..errors import LedgerError, QueryError, QueryRefusedError, QueryTimeoutErr
 from . import connect, migrate
 from .ledger import Ledger
 from .log import is_sqlite_target, sqlite_path
+from .readonly import SQLiteReader
 
 __all__ = [
     "DEFAULT_QUERY_TIMEOUT_S",
@@ -203,9 +204,8 @@ class QueryResult:
 def _sqlite_query(
     path: str, query: str, params: Mapping[str, str], timeout: float | None
 ) -> QueryResult:
-    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True)
-    conn.execute("PRAGMA query_only = ON")
+    reader = SQLiteReader(path)  # query_only; writes nothing, needs no write access
+    conn = reader.conn
     conn.set_authorizer(_authorize)
     stopper = _Stopper(timeout)
     conn.set_progress_handler(stopper, _PROGRESS_STEPS)
@@ -224,8 +224,10 @@ def _sqlite_query(
             try:
                 row = cursor.fetchone()
             except sqlite3.Error as e:
+                reader.check_unchanged()  # a writer changed the file: that is the reason
                 raise _sqlite_error(e, path, stopper, timeout) from e
             if row is None:
+                reader.check_unchanged()  # an immutable read saw one moment, or says not
                 return
             yield row
 
