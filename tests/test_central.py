@@ -733,13 +733,16 @@ def test_a_ledger_still_being_written_is_read_in_one_snapshot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker starting a quantum between ingest's reads changes nothing that ingest sees."""
-    ingest_module = sys.modules["ledger.central.ingest"]  # the package's name is the function
+    readonly_module = sys.modules["ledger.store.readonly"]  # where ingest opens its sources
     shared = tmp_path / "shared.ledger"
     fixtures = [make_quantum(tmp_path / "repo", visit=v, task_label="t") for v in (1, 2)]
     with QuantumBackedButler.initialize(
         fixtures[0].root, fixtures[0].quantum, ledger=shared
     ) as butler:
         butler.get(fixtures[0].inputs[0])
+    worker = sqlite3.connect(shared)  # the worker still holds the ledger: it is in WAL mode
+    worker.execute("PRAGMA journal_mode = WAL")
+    worker.execute("SELECT count(*) FROM events").fetchone()
     real_connect = sqlite3.connect
     pending = [fixtures[1]]
 
@@ -769,9 +772,10 @@ def test_a_ledger_still_being_written_is_read_in_one_snapshot(
         Error=sqlite3.Error,
         OperationalError=sqlite3.OperationalError,
     )
-    monkeypatch.setattr(ingest_module, "sqlite3", racy)  # only ingest's reads race
+    monkeypatch.setattr(readonly_module, "sqlite3", racy)  # only the readers race
     report = ingest(tmp_path / "central.sqlite", [str(shared)], verify=False)
     monkeypatch.undo()
+    worker.close()
     assert report.ok
     assert report.quanta == 1  # the quantum that was there when the read began
     with Ledger.open(tmp_path / "central.sqlite") as central:

@@ -218,6 +218,7 @@ def test_an_output_over_a_ledger_or_an_input_is_refused(
         os.link(source, out)
     elif name == "wal":
         conn = sqlite3.connect(source)  # keep a WAL beside the ledger, as a live writer does
+        conn.execute("PRAGMA journal_mode = WAL")  # a writer turns it on (finished: off)
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         with conn:
             conn.execute("INSERT INTO ledger_info (key, value) VALUES ('note', 'x')")

@@ -55,7 +55,14 @@ from ..store.schema import events, ingests, quanta
 from ..store.validate import dataset_problem, event_problem, quanta_problem, show
 from ..store.verify import ChainChecker, dataset_columns, quanta_columns
 from .producers import several_producers
-from .target import check_central, chunks, close_target, open_target, placeholders
+from .target import (
+    begin_writing,
+    check_central,
+    chunks,
+    close_target,
+    open_target,
+    placeholders,
+)
 
 __all__ = [
     "SOURCE_SUFFIXES",
@@ -458,8 +465,10 @@ def ingest(
         else:
             read = (_read_or_problem(path, verify=verify) for path in paths)
         engine = open_target(target)
-        stack.callback(close_target, engine)
+        stack.callback(engine.dispose)
         check_central(engine, where, into_existing=into_existing)
+        begin_writing(engine)
+        stack.callback(close_target, engine)  # first: it disposes, then finishes the file
         batch = _Batch()
         seen: set[str] = set()  # quanta that got events in this run
         for item in read:

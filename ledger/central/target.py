@@ -33,6 +33,7 @@ from ..store.schema import ingests, ledger_info, quanta
 
 __all__ = [
     "CENTRAL_INFO",
+    "begin_writing",
     "check_central",
     "chunks",
     "close_target",
@@ -87,7 +88,6 @@ def open_target(target: str | os.PathLike[str], *, create: bool = True) -> Engin
         dbapi_connection.isolation_level = None  # transactions are begun below, explicitly
         dbapi_connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         dbapi_connection.execute("PRAGMA synchronous = FULL")
-        wal_on(dbapi_connection, path)  # a finished central ledger was left out of WAL
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
@@ -105,12 +105,26 @@ def open_target(target: str | os.PathLike[str], *, create: bool = True) -> Engin
     return engine
 
 
+def begin_writing(engine: Engine) -> None:
+    """Before a target's first write: turn a SQLite file's WAL on (a finished one is left without).
+
+    Called once the target is known to be one to write (after `check_central`),
+    so a target refused before it is left as it was, byte for byte.
+    """
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        wal_on(driver, engine.url.database)
+
+
 def close_target(engine: Engine) -> None:
-    """Release a target's connections; a SQLite file is left self-contained.
+    """Release a target that `begin_writing` readied; a SQLite file is left self-contained.
 
     Once the pool's connections are closed, the file's WAL is folded in and
     turned off (`finish_sqlite_file`), so readers need no write access to it;
-    the next `open_target` turns WAL on again.
+    the next `begin_writing` turns WAL on again.
     """
     engine.dispose()
     if engine.dialect.name == "sqlite" and engine.url.database:

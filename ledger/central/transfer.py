@@ -31,7 +31,7 @@ from ..quantum import Quantum
 from ..store import migrate
 from ..store.log import lock_event_order
 from ..store.schema import dataset_locations
-from .target import chunks, close_target, open_target
+from .target import begin_writing, chunks, close_target, open_target
 
 __all__ = ["TransferReport", "collect_and_transfer"]
 
@@ -137,6 +137,7 @@ def collect_and_transfer(
         )
     engine = open_target(target)
     try:
+        begin_writing(engine)
         with engine.begin() as conn:
             lock_event_order(conn)  # the only writer of events until commit
             present = _present(conn, groups, where)

@@ -269,8 +269,14 @@ class _SQLiteAppender:
         conn.execute("PRAGMA synchronous = " + ("FULL" if durability == "full" else "NORMAL"))
         # Appends run their statements on one cursor: conn.execute makes a new one each time.
         self._cursor = conn.cursor()
+        #: Whether this writer turned WAL on (before its first write; a writer that
+        #: never writes leaves the file as it found it, byte for byte).
+        self._wal = where == ":memory:"
 
     def _begin(self) -> None:
+        if not self._wal:
+            wal_on(self._conn, self._where)
+            self._wal = True
         # busy_timeout covers waiting for the write lock; this loop covers the rare
         # SQLITE_BUSY returned without waiting (e.g. while a WAL is being recovered).
         deadline: float | None = None  # read the clock only when a retry is needed
@@ -368,7 +374,7 @@ class _SQLiteAppender:
 
     def close(self) -> None:
         try:
-            if self._where != ":memory:":
+            if self._wal and self._where != ":memory:":
                 finish_sqlite(self._conn, self._where)
         finally:
             self._conn.close()
@@ -490,7 +496,6 @@ class EventLog:
         conn = sqlite3.connect(path, check_same_thread=False, timeout=_BUSY_TIMEOUT_S)
         try:
             _check_sqlite(conn, path)
-            wal_on(conn, path)
         except BaseException:
             conn.close()
             self._release_writer_lock()
