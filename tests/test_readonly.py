@@ -437,11 +437,11 @@ def test_a_ledger_left_in_wal_mode_is_read_from_a_read_only_copy_by_another_user
     campaign: Campaign, tmp_path: Path, shared_tmp: Path, unprivileged: Unprivileged
 ) -> None:
     """Another user reads a read-only ledger an earlier version closed in WAL mode."""
-    owner = qledger("export", str(old_style(campaign.succeeded, tmp_path, "closed")), cwd=tmp_path)
+    owner = qledger("replay", str(old_style(campaign.succeeded, tmp_path, "closed")), cwd=tmp_path)
     path = old_style(campaign.succeeded, shared_tmp / "old-closed", "closed")
     make_read_only(path.parent)
     before = listing(path.parent)
-    seen = unprivileged.qledger("export", str(path), cwd=path.parent)
+    seen = unprivileged.qledger("replay", str(path), cwd=path.parent)
     assert seen.returncode == 0, seen.stderr
     assert seen.stdout == owner.stdout
     assert listing(path.parent) == before
