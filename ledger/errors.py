@@ -116,7 +116,7 @@ class LedgerDiskFullError(LedgerError):
 
 
 class LedgerReadOnlyError(LedgerError):
-    """A write was attempted on a ledger opened for reading."""
+    """A write was attempted on a ledger opened for reading, or one this user may not write."""
 
 
 class LedgerNotReadableError(LedgerError, PermissionError):

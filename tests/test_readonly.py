@@ -312,6 +312,21 @@ def test_every_inspecting_command_reads_a_read_only_copy_as_an_unprivileged_user
             assert len(led.quantum_ids()) == len(read_only_copy.ledgers)
 
 
+def test_a_writer_without_write_access_is_one_line_naming_the_permission(
+    read_only_copy: Campaign, unprivileged: Unprivileged
+) -> None:
+    """Ingest into a central ledger that user may not write: exit 2, one line, not "corrupt"."""
+    c = read_only_copy
+    before = listing(c.root)
+    seen = unprivileged.qledger(
+        "ingest", "--no-progress", "central.sqlite", c.rel(c.succeeded), cwd=c.root
+    )
+    assert seen.returncode == 2, seen.stderr
+    assert len(seen.stderr.strip().splitlines()) == 1
+    assert "may not write" in seen.stderr
+    assert listing(c.root) == before
+
+
 def test_a_killed_writers_wal_is_read_through_a_read_only_shm(
     campaign: Campaign, read_only_copy: Campaign, unprivileged: Unprivileged, tmp_path: Path
 ) -> None:
@@ -677,7 +692,9 @@ def test_a_hot_journal_of_a_header_switch_reads_as_the_ledger(
     check.mkdir()
     shutil.copy(path, check / "q.ledger")
     shutil.copy(f"{path}-journal", check / "q.ledger-journal")
-    sqlite3.connect(check / "q.ledger").execute("SELECT count(*) FROM events").fetchone()
+    conn = sqlite3.connect(check / "q.ledger")
+    conn.execute("SELECT count(*) FROM events").fetchone()
+    conn.close()
     assert header_mode(check / "q.ledger") == 2
     assert not (check / "q.ledger-journal").exists()
     assert _content(check / "q.ledger") == _content(campaign.succeeded)

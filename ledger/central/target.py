@@ -126,9 +126,10 @@ def close_target(engine: Engine) -> None:
     turned off (`finish_sqlite_file`), so readers need no write access to it;
     the next `begin_writing` turns WAL on again.
     """
-    engine.dispose()
     if engine.dialect.name == "sqlite" and engine.url.database:
-        finish_sqlite_file(engine.url.database)
+        finish_sqlite_file(engine.url.database, engine.dispose)
+    else:
+        engine.dispose()
 
 
 def check_central(engine: Engine, where: str, *, into_existing: bool = False) -> None:

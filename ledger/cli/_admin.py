@@ -55,9 +55,10 @@ def _upgrade(target: str) -> tuple[str, str]:
     except DBAPIError as e:
         raise migrate.translate_db_error(e, where) from e
     finally:
-        engine.dispose()
-        if is_sqlite_target(target):
-            finish_sqlite_file(sqlite_path(target))  # self-contained: readable by anyone
+        if is_sqlite_target(target):  # left self-contained: readable by anyone
+            finish_sqlite_file(sqlite_path(target), engine.dispose)
+        else:
+            engine.dispose()
     return before, after
 
 

@@ -15,9 +15,9 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, create_engine, text
@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from ..errors import (
+    LedgerChangedError,
     LedgerCorruptError,
     LedgerError,
     LedgerNotFoundError,
@@ -57,6 +58,8 @@ from .validate import (
 from .verify import Head, VerifyReport, verify_ledger
 
 __all__ = ["Head", "Ledger", "QuantumInfo", "VerifyReport"]
+
+_T = TypeVar("_T")
 
 _EVENT_SELECT = "SELECT " + ", ".join(EventRow._fields) + " FROM events"
 # The fold reads the detail of put and prune only, but a CASE that drops the others
@@ -483,7 +486,9 @@ class Ledger:
         ``BEGIN IMMEDIATE``, a PostgreSQL advisory lock), so ``seq`` order is
         commit order and no event at or below the mark can still appear later.
         """
-        rows = list(self.rows("SELECT COALESCE(MAX(seq), 0) FROM events"))
+        rows = self._again_if_changed(
+            lambda: list(self.rows("SELECT COALESCE(MAX(seq), 0) FROM events"))
+        )
         return int(rows[0][0])
 
     def follow(self, after_seq: int = 0, *, limit: int = 10_000) -> list[EventRow]:
@@ -494,7 +499,20 @@ class Ledger:
         """
         sql = _EVENT_SELECT + " WHERE seq > ? ORDER BY seq LIMIT ?"
         params = [_sql_int(after_seq, "after_seq"), _sql_int(limit, "limit")]
-        return [EventRow(*row) for row in self.rows(sql, params)]
+        return self._again_if_changed(lambda: [EventRow(*row) for row in self.rows(sql, params)])
+
+    def _again_if_changed(self, read: Callable[[], _T]) -> _T:
+        """``read()``, read once more if a writer changed an immutable file meanwhile.
+
+        For reads that return whole results (nothing was handed out yet): the
+        second read opens the file again by the reader's rule, with its locks.
+        """
+        try:
+            return read()
+        except LedgerChangedError:
+            if self._depth:
+                raise  # inside a snapshot: the caller's block is what must be read again
+            return read()
 
     def _until(
         self,

@@ -738,15 +738,29 @@ def finish_sqlite(conn: sqlite3.Connection, where: str) -> bool:
     return bool(mode == "delete")
 
 
-def finish_sqlite_file(path: str) -> bool:
-    """`finish_sqlite` for a file whose writers' connections are all closed (a pool's)."""
+def finish_sqlite_file(path: str, release: Callable[[], None]) -> bool:
+    """`finish_sqlite` for a file whose writers hold a pool of connections; whether it was.
+
+    A connection of its own joins the file first, then ``release`` closes the
+    pool's, then it finishes the file. Were the pool closed first, its last
+    connection would remove ``-wal`` and ``-shm`` while the header still says
+    WAL, and a reader opening in that moment would read the file immutable.
+    """
     try:  # mode=rw: never create the file
         conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=rw", uri=True, timeout=0)
     except sqlite3.Error as e:
+        release()
         _log.debug("ledger_left_in_wal", ledger=path, why=str(e))
         return False
     try:
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # joins the WAL
+        finally:
+            release()
         return finish_sqlite(conn, path)
+    except sqlite3.Error as e:
+        _log.debug("ledger_left_in_wal", ledger=path, why=str(e))
+        return False
     finally:
         conn.close()
 

@@ -22,6 +22,7 @@ from ..errors import (
     LedgerCorruptError,
     LedgerDiskFullError,
     LedgerError,
+    LedgerReadOnlyError,
     LedgerUnavailableError,
     MalformedRowError,
     NotALedgerError,
@@ -196,6 +197,11 @@ def translate_db_error(e: BaseException, where: str) -> LedgerError:
     ):
         return LedgerUnavailableError(
             f"cannot reach {where} ({one_line(message)}): is the server up, and the URL right?"
+        )
+    if "readonly database" in message:  # SQLITE_READONLY: a writer without permission
+        return LedgerReadOnlyError(
+            f"{where}: cannot write it ({message}): this user may not write the file or its "
+            "folder (readers need no write access; writers do): write as a user who may"
         )
     if "locked" in message or "busy" in message:
         return LedgerBusyError(f"{where} stayed locked by another writer for too long ({message})")
