@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import random
 import shutil
 import site
 import sqlite3
@@ -18,6 +19,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -731,3 +733,28 @@ def test_a_hot_journal_of_another_write_is_one_named_line(
     assert "q.ledger-journal" in result.stderr
     assert "upgrade" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_writer_killed_at_any_moment_leaves_a_ledger_that_readers_read(tmp_path: Path) -> None:
+    """SIGKILL of a writer that opens and closes (WAL on, WAL off) all the time: every reader
+    reads the ledger, with every quantum the writer finished, and leaves the folder as it was."""
+    rng = random.Random(11)
+    path = tmp_path / "shared.ledger"
+    finished: set[str] = set()
+    for _ in range(12):
+        writer = subprocess.Popen(
+            [sys.executable, str(WORKERS), "append", str(path), "1000", "1", "k"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert writer.stdout is not None
+        finished.add(writer.stdout.readline().split()[1])  # it is writing now
+        time.sleep(rng.uniform(0.0, 0.3))
+        writer.kill()
+        out, _ = writer.communicate()
+        finished |= {line.split()[1] for line in out.splitlines() if line.startswith("QUANTUM")}
+        before = listing(tmp_path)
+        with Ledger.open(path) as led:
+            assert led.verify().ok
+            assert finished <= {str(q) for q in led.quantum_ids()}
+        assert listing(tmp_path) == before
