@@ -480,6 +480,31 @@ def test_a_wal_without_its_shm_is_one_named_line_and_nothing_is_created(
     assert listing(tmp_path) == before
 
 
+def test_a_wal_already_folded_in_without_its_shm_is_read_from_the_file(
+    campaign: Campaign, tmp_path: Path
+) -> None:
+    """A writer killed between removing -shm and -wal at its close: the file alone is read."""
+    path = tmp_path / "q.ledger"
+    shutil.copy(campaign.succeeded, path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("INSERT INTO ledger_info (key, value) VALUES ('note', 'in the WAL')")
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # every frame into the file
+    for suffix in ("", "-wal"):  # the files as that kill leaves them
+        shutil.copy(f"{path}{suffix}", f"{path}{suffix}.kept")
+    conn.close()
+    for suffix in ("", "-wal"):
+        os.replace(f"{path}{suffix}.kept", f"{path}{suffix}")
+    assert Path(f"{path}-wal").stat().st_size > 0
+    assert read_mode(str(path)) == "immutable"
+    before = listing(tmp_path)
+    with Ledger.open(path) as led:
+        rows = list(led.rows("SELECT value FROM ledger_info WHERE key = 'note'"))
+    assert rows == [("in the WAL",)]
+    assert listing(tmp_path) == before
+
+
 # --- writers leave a finished ledger self-contained ------------------------------------------
 
 

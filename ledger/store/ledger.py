@@ -707,7 +707,7 @@ class Ledger:
             heads = [Head.model_validate(head)]
         elif head is not None:
             heads = [h if isinstance(h, Head) else Head.model_validate(h) for h in head]
-        return verify_ledger(self, heads)
+        return self._again_if_changed(lambda: verify_ledger(self, heads))
 
     def status(self) -> list[dict[str, Any]]:
         """One dict per quantum, with the columns of the ``quantum_status`` view, and liveness.
@@ -733,7 +733,10 @@ class Ledger:
         Raises:
             MalformedRowError: a value the status is made of breaks a rule.
         """
-        result = []
+        return self._again_if_changed(self._status)
+
+    def _status(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = []
         with self.snapshot():
             for row in self.rows(_STATUS_SQL):
                 quantum, values = row[:11], row[11:]

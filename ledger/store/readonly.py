@@ -14,13 +14,16 @@ and every reader opens a ledger file here, by its header and what lies beside it
    read-only (or, when no other connection is open, reads the WAL into private
    memory), sees every committed event, waits for no one and writes nothing,
    not even ``X-shm``. A WAL with frames but no ``X-shm`` cannot be read without
-   creating it: `LedgerNotReadableError`.
+   creating it: `LedgerNotReadableError`, unless every page it holds is already
+   in ``X`` (a writer killed while closing, between removing ``-shm`` and
+   ``-wal``): then ``X`` alone is read, as in 3.
 2. The header says rollback journal (a finished ledger): the same locking open.
    It takes a read lock only while a query runs and creates nothing; a writer
    that starts waits for that query, switches the file to WAL, and the
    connection's next query reads through the WAL. A rollback journal beside it
    means a write is under way (the locks wait for it) or was cut off: SQLite
-   cannot roll that back read-only, and `LedgerNotReadableError` says who can.
+   cannot roll that back read-only, and `LedgerNotReadableError` says who can
+   (unless the journal records only our header switch: see 3).
 3. The header says WAL but there is no WAL to read (a WAL ledger closed by an
    older version, or by writers that closed together): every committed event
    is in ``X`` and no writer is connected. A locking open would have to create
@@ -37,7 +40,10 @@ times) from the open: `Ledger` re-opens by the rule before a query once the file
 or what lies beside it changed, and a query or snapshot during which ``X``
 changed ends in `LedgerChangedError` rather than return rows that could mix two
 moments. (A locking reader needs no such check: SQLite's locks keep each of its
-queries, and each snapshot, to one moment.)
+queries, and each snapshot, to one moment.) The reader reads the header through
+one descriptor it keeps open: opening and closing the file again while its
+connection lives would drop every POSIX lock the process holds on the file,
+SQLite's read locks included, and let a writer checkpoint under its reads.
 """
 
 from __future__ import annotations
@@ -45,16 +51,20 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
-from ..errors import LedgerChangedError, LedgerError, LedgerNotReadableError
+from ..errors import LedgerBusyError, LedgerChangedError, LedgerError, LedgerNotReadableError
 from .migrate import translate_db_error
 
 __all__ = ["ReadMode", "SQLiteReader", "read_mode"]
 
 ReadMode = Literal["locking", "immutable"]
+
+#: Opens tried when a writer switches WAL on or off between the look and the open.
+_ATTEMPTS = 5
 
 #: How each mode is spelt in the URI SQLite opens.
 _URI_QUERY: dict[ReadMode, str] = {
@@ -84,42 +94,50 @@ class _Identity:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _size(path: str) -> int | None:
-    """The size of ``path``, or None when there is no such file."""
+def _wal_has_frames(path: str) -> bool:
+    """Whether ``X-wal`` is long enough to hold a frame (32-byte header, 24-byte frame header
+    and a page): a WAL of its header alone, or none, holds no event."""
     try:
-        return os.stat(path).st_size
+        with open(path + "-wal", "rb") as wal:
+            head = wal.read(32)
+            size = os.fstat(wal.fileno()).st_size
     except FileNotFoundError:
-        return None
+        return False
+    if len(head) < 32:
+        return False
+    page_size = int.from_bytes(head[8:12], "big") or 65536
+    return size >= 32 + 24 + page_size
 
 
-def _identity(path: str) -> _Identity:
-    """The file's identity, read through a read-only descriptor (a clear error if unreadable).
+def _open_fd(path: str) -> int:
+    """A read-only descriptor of the file, kept while a reader is open (an error if unreadable).
+
+    The reader reads the header through it and never opens and closes the file
+    again while its connection lives: closing any descriptor of a file drops
+    every POSIX lock the process holds on it, SQLite's read locks included.
 
     Raises:
         LedgerNotReadableError: this user may not read the file.
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        return os.open(path, os.O_RDONLY)
     except PermissionError as e:
         raise LedgerNotReadableError(
             f"cannot read {path}: permission denied (ask its owner for read access)"
         ) from e
-    try:
-        return _Identity.of(os.fstat(fd))
-    finally:
-        os.close(fd)
 
 
-def _header_switch_only(path: str) -> bool:
+def _header_switch_only(path: str, db: int) -> bool:
     """Whether ``X-journal`` holds nothing but a journal-mode switch of ``X`` (or nothing).
 
     Our writers write in rollback-journal mode only to switch WAL on (at open) and
     off (at close): one page, page 1, whose content beyond the bytes of the switch
     stays the same. A writer killed in that moment leaves a hot journal that a
     reader cannot roll back, but need not: ``X`` reads the same either way.
+    ``db`` is a descriptor of ``X``.
     """
     try:
-        with open(path + "-journal", "rb") as journal, open(path, "rb") as db:
+        with open(path + "-journal", "rb") as journal:
             head = journal.read(28)
             if len(head) < 28 or head[:8] != _JOURNAL_MAGIC:
                 return True  # no valid header: SQLite treats it as no journal at all
@@ -127,7 +145,7 @@ def _header_switch_only(path: str) -> bool:
             page_size = int.from_bytes(head[24:28], "big")
             if not 512 <= sector <= 65536 or not 512 <= page_size <= 65536:
                 return False
-            current = db.read(page_size)
+            current = os.pread(db, page_size, 0)
             journal.seek(sector)
             while record := journal.read(4 + page_size + 4):
                 if len(record) < 4 + page_size + 4:
@@ -146,25 +164,60 @@ def _header_switch_only(path: str) -> bool:
         return False
 
 
-def _says_wal(path: str) -> bool:
-    """Whether the file's header marks it as in WAL mode (bytes 18 and 19 are 2)."""
+def _wal_folded_in(path: str, db: int) -> bool:
+    """Whether every page ``X-wal`` holds is already in ``X`` (a WAL left fully checkpointed).
+
+    A writer that closes removes ``-shm`` just before ``-wal``: one killed in
+    between leaves a WAL whose frames are all in the file already. Each page's
+    last version (frames with the header's salts, up to the last commit frame)
+    is compared with the file's page: equal everywhere, the file alone reads as
+    file and WAL together. ``db`` is a descriptor of ``X``.
+    """
     try:
-        with open(path, "rb") as f:
-            return f.read(20)[18:19] == b"\x02"
+        with open(path + "-wal", "rb") as wal:
+            head = wal.read(32)
+            if len(head) < 32 or head[:4] not in (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83"):
+                return False
+            page_size = int.from_bytes(head[8:12], "big")
+            if not 512 <= page_size <= 65536:
+                return False
+            pages: dict[int, bytes] = {}
+            committed: dict[int, bytes] = {}
+            while len(frame := wal.read(24 + page_size)) == 24 + page_size:
+                if frame[8:16] != head[16:24]:  # another generation's frame: the log ends
+                    break
+                pages[int.from_bytes(frame[:4], "big")] = frame[24:]
+                if int.from_bytes(frame[4:8], "big"):  # a commit frame
+                    committed.update(pages)
+                    pages.clear()
+            return all(
+                os.pread(db, page_size, (number - 1) * page_size) == data
+                for number, data in committed.items()
+            )
     except OSError:
         return False
 
 
-def read_mode(path: str) -> ReadMode:
-    """How to open ``path`` for reading, by the rule in this module's docstring."""
-    if _size(path + "-wal"):
+def read_mode(path: str, db: int | None = None) -> ReadMode:
+    """How to open ``path`` for reading, by the rule in this module's docstring.
+
+    ``db``, a descriptor of the file, is read instead of opening it (a reader
+    with a live connection must not open and close the file: see `_open_fd`).
+    """
+    has_frames = _wal_has_frames(path)
+    if has_frames and os.path.lexists(path + "-shm"):
         return "locking"
-    if _says_wal(path):
-        wal_there = os.path.lexists(path + "-wal") and os.path.lexists(path + "-shm")
-        return "locking" if wal_there else "immutable"
-    if os.path.lexists(path + "-journal") and _header_switch_only(path):
-        return "immutable"
-    return "locking"
+    fd = _open_fd(path) if db is None else db
+    try:
+        if has_frames:
+            return "immutable" if _wal_folded_in(path, fd) else "locking"
+        if os.pread(fd, 20, 0)[18:19] == b"\x02":  # the header says WAL
+            wal_there = os.path.lexists(path + "-wal") and os.path.lexists(path + "-shm")
+            return "locking" if wal_there else "immutable"
+        return "locking"  # a journal beside it: the locks wait for its live writer
+    finally:
+        if db is None:
+            os.close(fd)
 
 
 class SQLiteReader:
@@ -186,36 +239,81 @@ class SQLiteReader:
         self._options = options
         self.mode: ReadMode = "immutable"
         self._identity: _Identity | None = None
-        self.conn = self._connect()
+        self._fd = _open_fd(path)
+        try:
+            self.conn = self._connect()
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         path = self.path
-        self._identity = _identity(path)
-        self.mode = read_mode(path)
-        if _size(path + "-wal") and not os.path.lexists(path + "-shm"):
-            raise LedgerNotReadableError(
-                f"{path}: its write-ahead log {path}-wal holds events, but {path}-shm is not "
-                "beside it, and reading the log without it would create it: copy it along "
-                f'with the ledger, or have someone who can write the folder run "qledger '
-                f'upgrade {path}", which folds the log into the file'
-            )
-        uri = f"file:{quote(os.path.abspath(path))}?{_URI_QUERY[self.mode]}"
+        for attempt in range(_ATTEMPTS):
+            self._identity = _Identity.of(os.stat(path))
+            if self._identity.inode != os.fstat(self._fd).st_ino:  # replaced: read the new one
+                os.close(self._fd)
+                self._fd = _open_fd(path)
+            self.mode = read_mode(path, self._fd)
+            frames = _wal_has_frames(path)
+            if self.mode == "locking" and frames and not os.path.lexists(path + "-shm"):
+                raise LedgerNotReadableError(
+                    f"{path}: its write-ahead log {path}-wal holds events, but {path}-shm is "
+                    "not beside it, and reading the log without it would create it: copy it "
+                    "along with the ledger, or have someone who can write the folder run "
+                    f'"qledger upgrade {path}", which folds the log into the file'
+                )
+            try:
+                return self._open()
+            except sqlite3.Error as e:
+                code = str(getattr(e, "sqlite_errorname", ""))
+                if self.mode != "locking":
+                    raise self._translate(e) from e
+                if code == "SQLITE_PROTOCOL" and _wal_folded_in(path, self._fd):
+                    # A -shm that a killed writer left mid-update, which read-only
+                    # SQLite cannot rebuild; every page the WAL commits is in the file.
+                    return self._open_immutable(e)
+                refused = code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN"))
+                if refused and os.path.lexists(path + "-journal"):
+                    if _header_switch_only(path, self._fd):
+                        # A writer killed while switching the header: a journal a reader
+                        # cannot roll back, and need not (the file reads the same).
+                        return self._open_immutable(e)
+                    raise self._translate(e) from e
+                if not refused or attempt == _ATTEMPTS - 1:
+                    raise self._translate(e) from e
+                # A writer switched WAL on or off between the look beside the file
+                # and the open: look again.
+                time.sleep(0.001 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _open_immutable(self, cause: sqlite3.Error) -> sqlite3.Connection:
+        self.mode = "immutable"
         try:
-            conn: sqlite3.Connection = sqlite3.connect(uri, uri=True, **self._options)
+            return self._open()
         except sqlite3.Error as e:
-            raise self._translate(e) from e
+            raise self._translate(e) from cause
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection in ``self.mode``, its first page read (driver errors raised as they are)."""
+        uri = f"file:{quote(os.path.abspath(self.path))}?{_URI_QUERY[self.mode]}"
+        conn: sqlite3.Connection = sqlite3.connect(uri, uri=True, **self._options)
         try:
             conn.execute("PRAGMA query_only = ON")
             conn.execute("PRAGMA schema_version").fetchone()  # reads page 1: opens the WAL now
-        except sqlite3.Error as e:
+        except BaseException:
             conn.close()
-            raise self._translate(e) from e
+            raise
         return conn
 
     def _translate(self, e: sqlite3.Error) -> LedgerError:
         """A driver error at open, naming what could not be read and the way out."""
         path = self.path
         code = str(getattr(e, "sqlite_errorname", ""))
+        if code == "SQLITE_PROTOCOL":
+            return LedgerBusyError(
+                f"{path}: could not read it consistently while writers came and went "
+                f"({e}); run the command again"
+            )
         if not (code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) or "readonly" in str(e)):
             return translate_db_error(e, path)
         if os.path.lexists(path + "-journal"):
@@ -242,7 +340,10 @@ class SQLiteReader:
         """
         if self.mode == "immutable" and self._changed():
             return True
-        return read_mode(self.path) != self.mode
+        try:
+            return read_mode(self.path, self._fd) != self.mode
+        except OSError:
+            return True
 
     def _changed(self) -> bool:
         try:
@@ -289,5 +390,10 @@ class SQLiteReader:
         return translate_db_error(e, self.path)
 
     def close(self) -> None:
-        """Release the connection."""
-        self.conn.close()
+        """Release the connection, then the descriptor (so SQLite's locks end with it)."""
+        try:
+            self.conn.close()
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
