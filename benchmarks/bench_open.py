@@ -12,7 +12,7 @@ previous writers left them (it creates ``-wal`` and ``-shm`` beside each at the
 first read, and reuses them after). Ours reads ledgers as writers now leave
 them (one file, not in WAL mode: a locking read) and ledgers an earlier
 version closed in WAL mode (read ``immutable``). Each figure is the median of
-the rounds. The table replaces only its own section of ``benchmarks/RESULTS.md``
+the rounds. The table replaces only its own section of ``benchmarks/RESULTS.md`` (``open``)
 (``--output`` writes elsewhere; ``--no-write`` prints only).
 """
 
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from common import Figure, interleaved, machine, versions
+from common import Figure, interleaved, machine, versions, write_section
 
 from ledger import QuantumBackedButler
 from ledger.store import ledger as ledger_module
@@ -38,7 +38,7 @@ from ledger.store.readonly import SQLiteReader
 from ledger.testing import make_quantum
 
 HERE = Path(__file__).resolve().parent
-BEGIN, END = "<!-- bench_open -->", "<!-- /bench_open -->"
+SECTION = "open"
 HEADING = "## Opening ledgers to read (no write access, nothing left behind)"
 
 
@@ -166,7 +166,6 @@ def render(rows: list[Figure], seconds: float, quick: bool, where: str) -> str:
     """The section of RESULTS.md: heading, how it was run, the table."""
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        BEGIN,
         HEADING,
         "",
         f"`python benchmarks/bench_open.py{' --quick' if quick else ''}` on {when}, "
@@ -188,21 +187,8 @@ def render(rows: list[Figure], seconds: float, quick: bool, where: str) -> str:
         "",
         "Ours opens by the reader's rule (docs/explanation/durability.md); the baseline "
         "is the open it replaces, timed in the same rounds (median).",
-        END,
     ]
     return "\n".join(lines)
-
-
-def write_section(output: Path, section: str) -> None:
-    """Replace this benchmark's section of ``output`` (append it the first time)."""
-    text = output.read_text() if output.exists() else ""
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    output.write_text(text)
 
 
 def main() -> None:
@@ -224,7 +210,7 @@ def main() -> None:
     print(section)
     print(versions(), file=sys.stderr)
     if not args.no_write:
-        write_section(args.output, section)
+        write_section(args.output, SECTION, section)
 
 
 if __name__ == "__main__":
