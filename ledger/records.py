@@ -39,6 +39,8 @@ def check_relative_path(path: str) -> str:
     """
     if not path or "\x00" in path:
         raise PathEscapeError(f"datastore record path {path!r} is empty or contains NUL")
+    if ".." not in path and ":" not in path and "\\" not in path and not path.startswith("/"):
+        return path  # no root, drive, UNC prefix or '..' can hide in it: skip the parsing below
     posix = PurePosixPath(path)
     if posix.is_absolute() or PureWindowsPath(path).drive or path.startswith("\\"):
         raise PathEscapeError(
