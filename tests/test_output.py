@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ledger import Ledger, QuantumBackedButler
@@ -200,13 +200,15 @@ def test_ledger_status_caveats_is_a_list(retried: Path) -> None:
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+@example(value="\r\n")  # once lost by the test helper, not by qledger
 @given(value=st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")))
 def test_csv_and_json_round_trip_any_text(retried: Path, value: str) -> None:
     """sql --csv read by the csv module, and --json, give back a value exactly."""
     query = "SELECT :v AS v, 'a,b' AS comma, 'say \"hi\"' AS quote"
     out = run("sql", retried, query, "-p", f"v={value}", "--csv")
     assert out.exit_code == 0, out.output
-    rows = list(csv.reader(io.StringIO(out.stdout, newline="")))
+    # The bytes: click's Result.stdout turns every "\r\n" into "\n", inside quoted values too.
+    rows = list(csv.reader(io.StringIO(out.stdout_bytes.decode(), newline="")))
     assert rows == [["v", "comma", "quote"], [value, "a,b", 'say "hi"']]
     out = run("sql", retried, query, "-p", f"v={value}", "--json")
     (line,) = out.stdout.removesuffix("\n").split("\n")  # JSON lines end at "\n" only
