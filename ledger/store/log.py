@@ -704,13 +704,22 @@ def wal_on(conn: sqlite3.Connection, where: str) -> None:
     Raises:
         LedgerBusyError: the file stayed locked for longer than the busy timeout.
     """
-    try:
-        conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        # Read at once: that creates -wal and -shm, which readers take as the sign of a
-        # writer; between the switch and this read, a reader reads the file immutable.
-        conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-    except sqlite3.Error as e:
-        raise translate_sqlite_error(e, where) from e
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            # Read at once: that creates -wal and -shm, which readers take as the sign of a
+            # writer; between the switch and this read, a reader reads the file immutable.
+            conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+            return
+        except sqlite3.OperationalError as e:
+            # The switch needs the file to itself and SQLite may refuse it at once, without
+            # its busy handler, while another writer switches too: try again until the timeout.
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise translate_sqlite_error(e, where) from e
+            time.sleep(0.01)
+        except sqlite3.Error as e:
+            raise translate_sqlite_error(e, where) from e
 
 
 def finish_sqlite(conn: sqlite3.Connection, where: str) -> bool:
