@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -106,6 +107,11 @@ class _Cursor(sqlite3.Cursor):
 _SQL_INT_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL's BIGINT hold
 
 
+def _vanished(error: DBAPIError) -> bool:
+    """Whether SQLite could not open a file it had a moment before (a journal switch)."""
+    return "unable to open database file" in str(error.orig)
+
+
 def _sql_int(value: int, name: str) -> int:
     """``value`` as an int a query can bind, or a named error for one no ledger can hold."""
     number = int(value)
@@ -140,7 +146,7 @@ class Ledger:
     # --- opening ------------------------------------------------------------
 
     @classmethod
-    def open(cls, target: str | os.PathLike[str]) -> Ledger:
+    def open(cls, target: str | os.PathLike[str], *, _tries: int = 0) -> Ledger:
         """Open ``target`` read-only and check its schema.
 
         Raises:
@@ -167,6 +173,11 @@ class Ledger:
             raise translate_sqlite_error(e, ledger.where) from e
         except DBAPIError as e:
             ledger.close()
+            if _tries < 3 and ledger._reader is not None and _vanished(e):
+                # A writer switched the journal between our look at the file and the
+                # open (its -wal/-shm went): look again and choose the read anew.
+                time.sleep(0.01)
+                return cls.open(target, _tries=_tries + 1)
             raise migrate.translate_db_error(e, ledger.where) from e
         except BaseException:
             ledger.close()
