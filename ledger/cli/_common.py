@@ -115,7 +115,7 @@ def check_output(path: str, inputs: Iterable[str] = ()) -> None:
     """
     if not os.path.exists(path):
         return
-    from ..store.log import is_sqlite_target, sqlite_path
+    from ..store.connect import is_sqlite_target, sqlite_path
 
     if os.path.isdir(path):
         raise OverwriteRefusedError(f"output {path} is a directory: give a file name (-o FILE)")
@@ -160,7 +160,7 @@ def output_mode(path: str | os.PathLike[str], inputs: Iterable[str] = ()) -> int
         pass
     else:
         return stat.S_IMODE(st.st_mode)
-    from ..store.log import is_sqlite_target, sqlite_path  # lazy: start-up
+    from ..store.connect import is_sqlite_target, sqlite_path  # lazy: start-up
 
     mode = 0o666 & ~_current_umask()
     for item in inputs:

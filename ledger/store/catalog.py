@@ -15,10 +15,6 @@ import re
 import sqlite3
 from typing import TYPE_CHECKING
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import StaticPool
-
 from . import migrate
 
 if TYPE_CHECKING:
@@ -38,6 +34,9 @@ def _normal(sql: str | None) -> str:
 @functools.cache
 def expected_sqlite_objects(revision: str) -> dict[tuple[str, str], str]:
     """(type, name) -> normalised SQL of every object the migrations create up to ``revision``."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
+
     conn = sqlite3.connect(":memory:")
     try:
         engine = create_engine("sqlite://", creator=lambda: conn, poolclass=StaticPool)
@@ -149,6 +148,8 @@ def _postgresql_view_problems(ledger: Ledger, revision: str) -> list[str]:
     catches a view that lies about this ledger today, not one that would lie
     about rows still to come.
     """
+    from sqlalchemy.exc import DBAPIError
+
     expected = shipped_views(revision, "postgresql")
     present = {
         name
@@ -185,6 +186,8 @@ def _definitions_differ(ledger: Ledger, views: dict[str, str]) -> dict[str, bool
     printouts of the shipped view, of the view made from that printout, and so
     on until it repeats, are all the shipped view.
     """
+    from sqlalchemy import text
+
     result = {}
     with ledger.server_connection() as conn:
         try:

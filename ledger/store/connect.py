@@ -6,19 +6,24 @@ URL with an unknown database or driver, or one that does not parse, is a named
 connection and never answers fails after `connect_timeout` seconds instead of
 hanging the command. `display_target` is the one way a target is shown in a
 message, a log line or a file: a URL's password never appears.
+
+SQLAlchemy is imported only where a URL is parsed or a server reached: a
+command that reads a SQLite file never imports it (its import is most of a
+short command's start-up).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from typing import Any
-
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+import sys
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LedgerUrlError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.engine import URL
 
 __all__ = [
     "CONNECT_TIMEOUT_ENV",
@@ -26,8 +31,11 @@ __all__ = [
     "connect_timeout",
     "connection_lost",
     "display_target",
+    "driver_error",
+    "is_sqlite_target",
     "server_engine",
     "server_url",
+    "sqlite_path",
 ]
 
 #: Environment variable: seconds to wait for a server to answer a new connection.
@@ -47,6 +55,30 @@ _KEYWORD_PASSWORD = re.compile(r"(?i)((?:^|[?&;\s])password\s*=\s*)('[^']*'|[^&;
 _LOST_SQLSTATES = ("08", "57P01", "57P02", "57P03", "57P04", "57P05")
 
 
+def is_sqlite_target(target: str | os.PathLike[str]) -> bool:
+    """True for a file path, ``:memory:`` or a ``sqlite://`` URL."""
+    value = os.fspath(target)
+    return "://" not in value or value.startswith("sqlite")
+
+
+def sqlite_path(target: str | os.PathLike[str]) -> str:
+    """The filesystem path (or ``:memory:``) of a SQLite target."""
+    value = os.fspath(target)
+    if value.startswith("sqlite"):
+        _, _, rest = value.partition(":///")
+        return rest or ":memory:"
+    return value
+
+
+def driver_error(e: BaseException) -> BaseException:
+    """The driver's own exception: ``e`` itself, or the one SQLAlchemy wrapped in it."""
+    exc = sys.modules.get("sqlalchemy.exc")  # not imported: nothing can have been wrapped
+    if exc is not None and isinstance(e, exc.DBAPIError) and e.orig is not None:
+        orig: BaseException = e.orig
+        return orig
+    return e
+
+
 def display_target(target: str | os.PathLike[str]) -> str:
     """A ledger target as messages, logs and files show it: any password replaced by ``***``.
 
@@ -55,6 +87,9 @@ def display_target(target: str | os.PathLike[str]) -> str:
     """
     value = os.fspath(target)
     if "://" in value:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
             value = make_url(value).render_as_string(hide_password=True)
         except (ArgumentError, ValueError):
@@ -69,6 +104,9 @@ def server_url(target: str) -> URL:
         LedgerUrlError: the URL does not parse, names a database SQLAlchemy does
             not know (``postgres://``, ``foo://``), or its driver is not installed.
     """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     shown = display_target(target)
     try:
         url = make_url(target)
@@ -133,6 +171,9 @@ def server_engine(target: str, **options: Any) -> Engine:
     Raises:
         LedgerUrlError: as for `server_url`.
     """
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import ArgumentError
+
     url = server_url(target)
     if url.get_backend_name() == "postgresql":
         connect_args: dict[str, Any] = dict(options.pop("connect_args", {}))
@@ -153,8 +194,8 @@ def connection_lost(e: BaseException) -> bool:
     True for a connection SQLAlchemy invalidated (the server closed it, the
     backend was terminated), and for SQLSTATE class 08 and 57P01-57P05.
     """
-    if isinstance(e, DBAPIError) and e.connection_invalidated:
+    original = driver_error(e)
+    if original is not e and getattr(e, "connection_invalidated", False):
         return True
-    original = e.orig if isinstance(e, DBAPIError) else e
     state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
     return isinstance(state, str) and state.startswith(_LOST_SQLSTATES)

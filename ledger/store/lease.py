@@ -24,13 +24,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._logging import get_logger
 from ..errors import MalformedRowError
 from ..events import utc_now
-from .log import EventLog, Transaction
 from .validate import is_time, is_uuid, show
+
+if TYPE_CHECKING:
+    from .log import EventLog, Transaction
 
 __all__ = [
     "BLOCKING",

@@ -11,6 +11,7 @@ with distinct datasets, not events.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sqlite3
@@ -18,12 +19,9 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import StaticPool
 
 from ..errors import (
     LedgerChangedError,
@@ -43,8 +41,8 @@ from ..provenance import ProvenanceFold, QuantumProvenanceData
 from ..quantum import Quantum
 from ..records import DatastoreRecordData, StoredFileInfo
 from . import catalog, connect, migrate
+from .connect import is_sqlite_target, sqlite_path
 from .lease import all_leases, liveness
-from .log import is_sqlite_target, sqlite_path, translate_sqlite_error
 from .readonly import SQLiteReader
 from .validate import (
     QUANTA_COLUMNS,
@@ -58,6 +56,9 @@ from .validate import (
 )
 from .verify import Head, VerifyReport, verify_ledger
 
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
 __all__ = ["Head", "Ledger", "QuantumInfo", "VerifyReport"]
 
 _T = TypeVar("_T")
@@ -68,9 +69,18 @@ _EVENT_SELECT = "SELECT " + ", ".join(EventRow._fields) + " FROM events"
 _REPLAY_SELECT = "SELECT kind, dataset_id, outcome, detail FROM events"
 
 
-def _static_engine(raw: sqlite3.Connection) -> Engine:
-    """An engine over one open driver connection (for the schema check's SQLAlchemy)."""
-    return create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
+def _sqlite_revision(conn: sqlite3.Connection) -> str | None:
+    """The revision stamped in a SQLite file's ``alembic_version``, or None when there is none.
+
+    Read with the driver alone: reading a SQLite ledger never imports SQLAlchemy.
+    """
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+    ).fetchone()
+    if found is None:
+        return None
+    row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    return None if row is None else str(row[0])
 
 
 class QuantumInfo(BaseModel):
@@ -107,9 +117,9 @@ class _Cursor(sqlite3.Cursor):
 _SQL_INT_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL's BIGINT hold
 
 
-def _vanished(error: DBAPIError) -> bool:
+def _vanished(error: sqlite3.Error) -> bool:
     """Whether SQLite could not open a file it had a moment before (a journal switch)."""
-    return "unable to open database file" in str(error.orig)
+    return "unable to open database file" in str(error)
 
 
 def _sql_int(value: int, name: str) -> int:
@@ -130,9 +140,17 @@ def _to_until_text(until: datetime) -> str:
 
 
 class Ledger:
-    """A ledger opened for reading (a SQLite file, or any SQLAlchemy URL)."""
+    """A ledger opened for reading (a SQLite file, or any SQLAlchemy URL).
 
-    def __init__(self, target: str, *, engine: Engine, reader: SQLiteReader | None = None) -> None:
+    A SQLite file is read through the driver (`SQLiteReader`); a server
+    database through a SQLAlchemy engine. Only the latter imports SQLAlchemy.
+    """
+
+    def __init__(
+        self, target: str, *, engine: Engine | None = None, reader: SQLiteReader | None = None
+    ) -> None:
+        if (engine is None) == (reader is None):
+            raise TypeError("a ledger reads through an engine or a SQLite reader, one of them")
         self.target = target
         #: The target as messages show it (a URL's password hidden).
         self.where = migrate.display_target(target)
@@ -146,7 +164,7 @@ class Ledger:
     # --- opening ------------------------------------------------------------
 
     @classmethod
-    def open(cls, target: str | os.PathLike[str], *, _tries: int = 0) -> Ledger:
+    def open(cls, target: str | os.PathLike[str]) -> Ledger:
         """Open ``target`` read-only and check its schema.
 
         Raises:
@@ -155,40 +173,60 @@ class Ledger:
             SchemaTooOldError / SchemaTooNewError: the schema is not this library's.
         """
         where = os.fspath(target)
-        if is_sqlite_target(where):
-            path = sqlite_path(where)
-            if path == ":memory:":
-                raise LedgerError("an in-memory ledger lives only inside its butler")
+        if not is_sqlite_target(where):
+            return cls._open_server(where)
+        path = sqlite_path(where)
+        if path == ":memory:":
+            raise LedgerError("an in-memory ledger lives only inside its butler")
+        for tries in itertools.count():
             if not os.path.isfile(path):
                 raise LedgerNotFoundError(f"no ledger at {path}")
-            reader = SQLiteReader(path, check_same_thread=False)
-            ledger = cls(path, engine=_static_engine(reader.conn), reader=reader)
-        else:
-            ledger = cls(where, engine=connect.server_engine(where))
+            ledger = cls(path, reader=SQLiteReader(path, check_same_thread=False))
+            try:
+                assert ledger._raw is not None
+                migrate.check_revision(_sqlite_revision(ledger._raw), ledger.where)
+            except sqlite3.Error as e:
+                ledger.close()
+                if tries < 3 and _vanished(e):
+                    # A writer switched the journal between our look at the file and the
+                    # open (its -wal/-shm went): look again and choose the read anew.
+                    time.sleep(0.01)
+                    continue
+                raise migrate.translate_db_error(e, ledger.where) from e
+            except BaseException:
+                ledger.close()
+                raise
+            return ledger
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @classmethod
+    def _open_server(cls, url: str) -> Ledger:
+        from sqlalchemy.exc import DBAPIError
+
+        ledger = cls(url, engine=connect.server_engine(url))
         try:
-            with ledger._engine.connect() as conn:
+            with ledger._server().connect() as conn:
                 migrate.check_schema(conn, ledger.where)
-        except sqlite3.Error as e:
-            ledger.close()
-            raise translate_sqlite_error(e, ledger.where) from e
         except DBAPIError as e:
             ledger.close()
-            if _tries < 3 and ledger._reader is not None and _vanished(e):
-                # A writer switched the journal between our look at the file and the
-                # open (its -wal/-shm went): look again and choose the read anew.
-                time.sleep(0.01)
-                return cls.open(target, _tries=_tries + 1)
             raise migrate.translate_db_error(e, ledger.where) from e
         except BaseException:
             ledger.close()
             raise
         return ledger
 
+    def _server(self) -> Engine:
+        """The engine of a server ledger."""
+        if self._engine is None:
+            raise TypeError("a SQLite ledger is read through its one connection; use rows()")
+        return self._engine
+
     def close(self) -> None:
         """Release the connection."""
         if self._reader is not None:
             self._reader.close()
-        self._engine.dispose()
+        if self._engine is not None:
+            self._engine.dispose()
 
     def _refresh(self) -> None:
         """Before a read outside a snapshot: re-open a SQLite file a writer changed since.
@@ -198,9 +236,7 @@ class Ledger:
         the reader's rule, so it sees what was committed since, as a WAL reader does.
         """
         if self._reader is not None and self._reader.stale():
-            self._engine.dispose()
             self._raw = self._reader.reopen()
-            self._engine = _static_engine(self._raw)
 
     def __enter__(self) -> Ledger:
         return self
@@ -228,21 +264,15 @@ class Ledger:
             finally:
                 self._depth -= 1
             return
-        try:
-            if self._raw is not None:
+        if self._raw is not None:
+            try:
                 self._refresh()
                 self._raw.execute("BEGIN")
                 self._raw.execute("SELECT 1 FROM ledger_info LIMIT 1").fetchall()  # pin it now
-            else:
-                self._held = self._engine.connect().execution_options(
-                    isolation_level="REPEATABLE READ"
-                )
-                self._held.begin()
-        except sqlite3.Error as e:
-            raise self._translate(e) from e
-        except DBAPIError as e:
-            self._release()
-            raise migrate.translate_db_error(e, self.where) from e
+            except sqlite3.Error as e:
+                raise self._translate(e) from e
+        else:
+            self._hold()
         self._depth = 1
         try:
             yield
@@ -252,17 +282,32 @@ class Ledger:
         if self._reader is not None:
             self._reader.check_unchanged()  # what an immutable read saw was one moment
 
+    def _hold(self) -> None:
+        """Begin the REPEATABLE READ transaction of a snapshot of a server ledger."""
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            self._held = (
+                self._server().connect().execution_options(isolation_level="REPEATABLE READ")
+            )
+            self._held.begin()
+        except DBAPIError as e:
+            self._release()
+            raise migrate.translate_db_error(e, self.where) from e
+
     def _translate(self, e: sqlite3.Error) -> LedgerError:
         """A driver error while reading a SQLite file, as the library's error."""
         if self._reader is not None:
             return self._reader.translate(e)
-        return translate_sqlite_error(e, self.where)
+        return migrate.translate_db_error(e, self.where)
 
     def _release(self) -> None:
         if self._raw is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._raw.execute("ROLLBACK")
         elif self._held is not None:
+            from sqlalchemy.exc import DBAPIError
+
             held, self._held = self._held, None
             with contextlib.suppress(DBAPIError):
                 held.rollback()
@@ -280,6 +325,14 @@ class Ledger:
             if not self._depth and self._reader is not None:
                 self._reader.check_unchanged()  # what an immutable read saw was one moment
             return
+        yield from self._server_rows(sql, params)
+
+    def _server_rows(
+        self, sql: str, params: Sequence[Any]
+    ) -> Generator[tuple[Any, ...], None, None]:
+        from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
+
         names = [f"p{i}" for i in range(len(params))]
         bound = sql
         for name in names:
@@ -295,7 +348,7 @@ class Ledger:
                 finally:
                     result.close()
                 return
-            with self._engine.connect() as conn:
+            with self._server().connect() as conn:
                 result = conn.execution_options(stream_results=True, yield_per=10_000).execute(
                     text(bound), dict(zip(names, params, strict=True))
                 )
@@ -311,14 +364,12 @@ class Ledger:
 
         For checks that need a transaction of their own and roll it back.
         """
-        if self._raw is not None:
-            raise TypeError("a SQLite ledger has one connection; use rows()")
-        return self._engine.connect()
+        return self._server().connect()
 
     @property
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql`` (or another SQLAlchemy dialect name)."""
-        return "sqlite" if self._raw is not None else self._engine.dialect.name
+        return "sqlite" if self._raw is not None else self._server().dialect.name
 
     def shipped_view(self, name: str) -> str:
         """``(SELECT ...) AS name``: a view as the shipped migrations define it, to query from.

@@ -39,6 +39,7 @@ from ..errors import (
 )
 from ..events import EVENT_COLUMNS, chain_hash, clean_detail, clean_text, utc_now
 from . import connect, migrate
+from .connect import is_sqlite_target, sqlite_path
 from .schema import events, ledger_info
 
 __all__ = [
@@ -87,21 +88,6 @@ class PendingCall:
     kind: str
     entries: Sequence[Entry]
     recorded_at: str = field(default_factory=utc_now)
-
-
-def is_sqlite_target(target: str | os.PathLike[str]) -> bool:
-    """True for a file path, ``:memory:`` or a ``sqlite://`` URL."""
-    value = os.fspath(target)
-    return "://" not in value or value.startswith("sqlite")
-
-
-def sqlite_path(target: str | os.PathLike[str]) -> str:
-    """The filesystem path (or ``:memory:``) of a SQLite target."""
-    value = os.fspath(target)
-    if value.startswith("sqlite"):
-        _, _, rest = value.partition(":///")
-        return rest or ":memory:"
-    return value
 
 
 def translate_sqlite_error(e: sqlite3.Error, where: str) -> LedgerError:

@@ -36,8 +36,8 @@ from sqlalchemy.pool import NullPool
 
 from ..errors import LedgerError, QueryError, QueryRefusedError, QueryTimeoutError
 from . import connect, migrate
+from .connect import is_sqlite_target, sqlite_path
 from .ledger import Ledger
-from .log import is_sqlite_target, sqlite_path
 from .readonly import SQLiteReader
 
 __all__ = [
