@@ -40,6 +40,7 @@ __all__ = [
     "OutOfRangeError",
     "OverwriteRefusedError",
     "PathEscapeError",
+    "QuantumGraphError",
     "QuantumStillRunningError",
     "QueryError",
     "QueryRefusedError",
@@ -49,6 +50,7 @@ __all__ = [
     "SettingsError",
     "StorageClassError",
     "TamperedError",
+    "UnboundQuantumError",
     "UnknownAttemptError",
     "UnknownQuantumError",
     "UnpredictedOutputError",
@@ -272,6 +274,17 @@ class NotARegularFileError(ArtifactCorruptError):
     Found before anything is read from it, so it never blocks; an OSError, as
     `ArtifactCorruptError`, so the butler counts the dataset as unavailable.
     """
+
+
+# --- running an upstream quantum graph (ledger.lsst) -------------------------
+
+
+class QuantumGraphError(LedgerError):
+    """A quantum graph that cannot be read, or quantum ids (``--qgraph-node-id``) not in it."""
+
+
+class UnboundQuantumError(LedgerError):
+    """The butler factory was called for another quantum than the one its executor runs."""
 
 
 # --- signals from tasks (not errors of the library) ---------------------------

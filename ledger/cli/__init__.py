@@ -82,6 +82,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "report_command",
         "Write a campaign report as one self-contained HTML file.",
     ),
+    "run-qbb": (
+        "_lsst",
+        "run_qbb_command",
+        "Run a quantum graph as pipetask run-qbb does, each quantum in a ledger.",
+    ),
     "show": (
         "_inspect",
         "show",
