@@ -108,3 +108,30 @@ def test_head_revision_constant_is_the_newest_migration() -> None:
 def test_version_constant_is_the_installed_one() -> None:
     """ledger.__version__ (a constant: no metadata scan at start) is the installed version."""
     assert ledger.__version__ == importlib.metadata.version("quantum-ledger")
+
+
+def test_sql_json_columns_are_the_schemas_json_columns() -> None:
+    """qledger sql's written-out JSON columns are every JSON column of the schema."""
+    from ledger.cli._sql import JSON_COLUMNS
+    from ledger.store.schema import metadata
+
+    from_schema = {
+        c.name for t in metadata.tables.values() for c in t.columns if "JSON" in (c.comment or "")
+    }
+    assert from_schema | {"caveats"} == JSON_COLUMNS
+
+
+def test_sql_on_a_sqlite_file_imports_no_sqlalchemy(tmp_path: Path) -> None:
+    """qledger sql on a SQLite file reads it with the driver: no SQLAlchemy, no Alembic."""
+    from ledger.testing import make_quantum
+
+    fixture = make_quantum(tmp_path / "repo")
+    path = tmp_path / "q.ledger"
+    with ledger.QuantumBackedButler.initialize(fixture.root, fixture.quantum, ledger=path):
+        pass
+    code = (
+        "from ledger.cli import main\n"
+        f"try:\n    main(['sql', {str(path)!r}, 'SELECT 1'], prog_name='qledger')\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+    )
+    assert not imported_by(code) & {"sqlalchemy", "alembic", "structlog"}

@@ -31,9 +31,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
-
 from ..errors import LedgerError, QueryError, QueryRefusedError, QueryTimeoutError
 from . import connect, migrate
 from .connect import is_sqlite_target, sqlite_path
@@ -424,6 +421,8 @@ def _server_query(
         )
     from psycopg import Error as PsycopgError
     from psycopg import sql as psql
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.pool import NullPool
 
     _pglast()  # refuse before connecting when the parser is missing
     engine = connect.server_engine(target, poolclass=NullPool)
