@@ -4,7 +4,8 @@
 into ``total`` and counts them into ``count``. Their configs make chosen
 quanta go wrong: ``scale`` raises ``ZeroDivisionError`` (``fail_on``) or
 ``NoWorkFound`` (``no_work_on``) on some detectors, and ``sum`` kills its own
-process with SIGKILL right after its first ``put`` (``kill_on``). The graph is
+process with SIGKILL right after its first ``put`` (``kill_on``) or raises there
+(``fail_after_put_on``). The graph is
 built by upstream's ``AllDimensionsQuantumGraphBuilder`` and written as a
 ``.qg`` file, as ``pipetask qgraph`` writes it. Spawned workers and
 ``qledger run-qbb`` import this module by name: put its folder on the path.
@@ -69,10 +70,13 @@ class SumConnections(pipe_base.PipelineTaskConnections, dimensions=DIMENSIONS):
 
 
 class SumConfig(pipe_base.PipelineTaskConfig, pipelineConnections=SumConnections):
-    """Which detectors kill their process mid-quantum."""
+    """Which detectors kill their process, or raise, mid-quantum."""
 
     kill_on = pex_config.ListField[int](
         default=[], doc="detectors whose process kills itself (SIGKILL) after its first put"
+    )
+    fail_after_put_on = pex_config.ListField[int](
+        default=[], doc="detectors that raise RuntimeError after their first put"
     )
 
 
@@ -89,6 +93,8 @@ class SumTask(pipe_base.PipelineTask):
         butlerQC.put({"total": sum(scaled.values())}, outputRefs.total)
         if detector in self.config.kill_on:
             os.kill(os.getpid(), signal.SIGKILL)
+        if detector in self.config.fail_after_put_on:
+            raise RuntimeError(f"sum of detector {detector} failed half-way")
         butlerQC.put({"count": len(scaled)}, outputRefs.count)
 
 
@@ -121,11 +127,12 @@ def pipeline(
     fail_on: tuple[int, ...] = (),
     no_work_on: tuple[int, ...] = (),
     kill_on: tuple[int, ...] = (),
+    fail_after_put_on: tuple[int, ...] = (),
 ) -> PipelineGraph:
     """The two tasks, configured to go wrong where asked."""
     scale, total = ScaleConfig(), SumConfig()
     scale.fail_on, scale.no_work_on = list(fail_on), list(no_work_on)
-    total.kill_on = list(kill_on)
+    total.kill_on, total.fail_after_put_on = list(kill_on), list(fail_after_put_on)
     graph = PipelineGraph()
     graph.add_task("scale", ScaleTask, scale)
     graph.add_task("sum", SumTask, total)

@@ -111,7 +111,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     )  # fmt: skip
 
 
-def test_statuses_are_what_happened(run: Run) -> None:
+def _statuses_are_what_happened(run: Run) -> None:
     """Succeeded, failed with the exception, interrupted after its last call; pipetask's exit 1."""
     assert run.returncode == 1, run.stderr[-3000:]
     assert run.report["counts"] == {"succeeded": 3, "failed": 1, "interrupted": 1, "not run": 1}
@@ -148,7 +148,7 @@ def test_statuses_are_what_happened(run: Run) -> None:
     assert "interrupted sum {instrument=Cam, detector=3}" in run.stderr
 
 
-def test_each_quantum_ran_in_a_spawned_worker_under_its_graph_id(run: Run) -> None:
+def _each_quantum_ran_in_a_spawned_worker_under_its_graph_id(run: Run) -> None:
     """-j 2: upstream's MPGraphExecutor spawned one process per quantum; each recorded itself."""
     pids = []
     for (label, detector), quantum_id in run.quanta.items():
@@ -163,7 +163,7 @@ def test_each_quantum_ran_in_a_spawned_worker_under_its_graph_id(run: Run) -> No
     assert len(set(pids)) == len(pids) == 5
 
 
-def test_every_ledger_verifies(run: Run) -> None:
+def _every_ledger_verifies(run: Run) -> None:
     """Every chain checks out, the killed quantum's too (its -wal is read, nothing is lost)."""
     paths = sorted(run.ledgers.glob("*.ledger"))
     assert len(paths) == 5
@@ -177,7 +177,7 @@ def test_every_ledger_verifies(run: Run) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_each_finished_quantums_replay_equals_upstreams_own_provenance(run: Run) -> None:
+def _each_finished_quantums_replay_equals_upstreams_own_provenance(run: Run) -> None:
     """The ledger's replay = the wrapped butler's extract_provenance_data() at its close."""
     compared = 0
     for key in (("scale", 1), ("scale", 2), ("scale", 3), ("sum", 1)):
@@ -194,7 +194,7 @@ def test_each_finished_quantums_replay_equals_upstreams_own_provenance(run: Run)
         assert led.replay(run.quanta["sum", 3]).actual_outputs == {run.datasets["total", 3]}
 
 
-def test_ingest_and_lineage_of_a_final_output_reach_the_first_task(run: Run) -> None:
+def _ingest_and_lineage_of_a_final_output_reach_the_first_task(run: Run) -> None:
     """The ledgers go into a central ledger; total(1) comes from sum(1), from scale(1), from raw."""
     central = run.work / "central.sqlite"
     qledger = _tool("qledger")
@@ -223,7 +223,7 @@ def test_ingest_and_lineage_of_a_final_output_reach_the_first_task(run: Run) -> 
     assert statuses[str(run.quanta["sum", 3])] == "interrupted"
 
 
-def test_what_upstreams_provenance_tooling_reports_for_the_killed_quantum(run: Run) -> None:
+def _what_upstreams_provenance_tooling_reports_for_the_killed_quantum(run: Run) -> None:
     """butler aggregate-graph (dry run) + provenance-report beside the ledger, on sum(3).
 
     Upstream sees a quantum with no metadata and no log: FAILED, with no
@@ -270,6 +270,16 @@ def _collections(butler: str, root: Path) -> str:
         [butler, "query-collections", str(root)], capture_output=True, text=True, check=True
     )
     return result.stdout
+
+
+def test_a_pipeline_run_by_qledger_run_qbb_end_to_end(run: Run) -> None:
+    """One run, checked step by step (one test: under xdist a module fixture runs per worker)."""
+    _statuses_are_what_happened(run)
+    _each_quantum_ran_in_a_spawned_worker_under_its_graph_id(run)
+    _every_ledger_verifies(run)
+    _each_finished_quantums_replay_equals_upstreams_own_provenance(run)
+    _ingest_and_lineage_of_a_final_output_reach_the_first_task(run)
+    _what_upstreams_provenance_tooling_reports_for_the_killed_quantum(run)
 
 
 # --- the README's section, run as written -------------------------------------------------

@@ -233,6 +233,51 @@ def test_a_shared_ledger_name_puts_the_quanta_of_a_run_in_one_ledger(
         assert led.verify().ok
 
 
+def test_a_second_run_records_a_new_attempt_upstream_prunes_and_skips(
+    repo: lsst_tasks.Repo, tmp_path: Path
+) -> None:
+    """A rerun (a BPS retry): attempt 2 in the same ledgers, upstream's pruning and skip recorded.
+
+    sum(1) fails after its first put, leaving total(1) behind; rerun, upstream's
+    executor prunes that partial output (recorded in attempt 2), and fails the
+    same way again. scale(1) succeeded: rerun, upstream skips it on its stored
+    metadata, which the ledger records as attempt 2 that only checked it.
+    """
+    graph = _graph(repo, tmp_path, fail_after_put_on=(1,))
+    ledgers = tmp_path / "ledgers"
+    qg = _execution(graph)
+    scale, total = qg.quanta_by_task["scale"], qg.quanta_by_task["sum"]
+    ids = [next(i for d, i in q.items() if d["detector"] == 1) for q in (scale, total)]
+    first = run_qbb(
+        repo.root, graph, ledger_dir=ledgers, qgraph_node_id=[str(i) for i in ids],
+        enable_implicit_threading=True,
+    )  # fmt: skip
+    assert [q.status for q in first.quanta] == ["succeeded", "failed"]
+    again = run_qbb(
+        repo.root, graph, ledger_dir=ledgers, qgraph_node_id=[str(i) for i in ids],
+        enable_implicit_threading=True,
+    )  # fmt: skip
+    assert [(q.status, q.attempt) for q in again.quanta] == [("succeeded", 2), ("failed", 2)]
+    total_id, log_id = (
+        next(i for d, i in qg.datasets_by_type[name].items() if d["detector"] == 1)
+        for name in ("total", "sum_log")
+    )
+    with Ledger.open(ledgers / f"{ids[1]}.ledger") as led:
+        second = [e for e in led.events() if e.attempt == 2]
+        assert led.verify().ok
+        # Upstream's log capture writes the failed quantum's log too.
+        assert led.replay(ids[1], attempt=2).actual_outputs == {total_id, log_id}
+    kinds = [(e.kind, e.dataset_id) for e in second if e.kind in ("prune", "put")]
+    assert kinds[:2] == [("prune", total_id), ("prune", log_id)] or kinds[:2] == [
+        ("prune", log_id), ("prune", total_id),
+    ]  # fmt: skip
+    assert kinds[2:] == [("put", total_id), ("put", log_id)]
+    assert second[-1].kind == "quantum_failed"
+    with Ledger.open(ledgers / f"{ids[0]}.ledger") as led:
+        skipped = [e.kind for e in led.events() if e.attempt == 2]
+    assert skipped == ["quantum_started", "stored", "quantum_succeeded"]
+
+
 # --- the command line ---------------------------------------------------------------------
 
 
