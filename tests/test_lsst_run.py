@@ -278,6 +278,25 @@ def test_a_second_run_records_a_new_attempt_upstream_prunes_and_skips(
     assert skipped == ["quantum_started", "stored", "quantum_succeeded"]
 
 
+def test_a_quantum_whose_recording_cannot_start_is_not_recorded_with_upstreams_error(
+    repo: lsst_tasks.Repo, tmp_path: Path
+) -> None:
+    """Its ledger file is garbage: upstream reports the quantum failed; the outcome says why."""
+    graph = _graph(repo, tmp_path)
+    quantum_id = next(iter(_execution(graph).quanta_by_task["scale"].values()))
+    (tmp_path / "ledgers").mkdir()
+    (tmp_path / "ledgers" / f"{quantum_id}.ledger").write_text("not a ledger")
+    result = run_qbb(
+        repo.root, graph, ledger_dir=tmp_path / "ledgers", qgraph_node_id=[str(quantum_id)],
+        enable_implicit_threading=True,
+    )  # fmt: skip
+    assert not result.ok
+    (outcome,) = result.quanta
+    assert (outcome.status, outcome.error_type) == ("not recorded", "NotALedgerError")
+    assert "not a SQLite database" in (outcome.error_message or "")
+    assert result.counts() == {"not recorded": 1}
+
+
 # --- the command line ---------------------------------------------------------------------
 
 

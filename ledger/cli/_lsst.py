@@ -8,12 +8,14 @@ of the same family (an init-output job, ``transfer``) belong beside these.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from .._logging import LOGGER_NAME
 from ..errors import MissingDependencyError
 from ._common import EXIT_PROBLEM, complete_path
 
@@ -296,6 +298,11 @@ def run_qbb_command(
         log_label=log_label,
     )
     ctx.call_on_close(undo)
+    # The group's handler prints the library's records; reaching upstream's handler
+    # on the root logger too, they would be printed twice.
+    ours = logging.getLogger(LOGGER_NAME)
+    propagate, ours.propagate = ours.propagate, False
+    ctx.call_on_close(lambda: setattr(ours, "propagate", propagate))
     result = run.run_qbb(
         butler_config,
         qgraph,

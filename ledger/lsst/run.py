@@ -48,8 +48,11 @@ class QuantumOutcome:
     """How one quantum of the graph ended in this run, as its ledger says.
 
     ``status`` is ``succeeded``, ``failed``, ``interrupted`` (started, no end
-    recorded: the process died) or ``not run`` (no attempt of this run: blocked
-    by a failed upstream quantum, or the run stopped first).
+    recorded: the process died), ``not recorded`` (no attempt of this run in
+    its ledger, yet upstream's executor reports it failed: its recording could
+    not start, e.g. an unreadable ledger file; the error is upstream's report)
+    or ``not run`` (blocked by a failed upstream quantum, or the run stopped
+    first).
     """
 
     quantum_id: uuid.UUID
@@ -92,7 +95,7 @@ class RunResult:
 
     def counts(self) -> dict[str, int]:
         """Quanta per status, in a fixed order; zero counts left out."""
-        order = ("succeeded", "failed", "interrupted", "not run")
+        order = ("succeeded", "failed", "interrupted", "not recorded", "not run")
         found = {s: sum(q.status == s for q in self.quanta) for s in order}
         return {s: n for s, n in found.items() if n}
 
@@ -277,7 +280,21 @@ def run_qbb(
     finally:
         if summary:
             _write_summary(graph_executor, summary)
-    return RunResult(directory, _outcomes(graph, factory, started), error)
+    reports = _upstream_reports(graph_executor)
+    return RunResult(directory, _outcomes(graph, factory, started, reports), error)
+
+
+def _report_key(label: str | None, data_id: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (label, tuple(sorted((str(k), _plain(v)) for k, v in data_id.items())))
+
+
+def _upstream_reports(graph_executor: Any) -> dict[tuple[Any, ...], Any]:
+    """Upstream's report of each quantum executed, by task label and required data ID."""
+    try:
+        report = graph_executor.getReport()
+    except RuntimeError:  # nothing executed
+        return {}
+    return {_report_key(q.taskLabel, q.dataId): q for q in report.quantaReports}
 
 
 def _write_summary(graph_executor: Any, summary: str) -> None:
@@ -293,8 +310,17 @@ def _write_summary(graph_executor: Any, summary: str) -> None:
             out.write(report.model_dump_json(exclude_none=True, indent=2))
 
 
-def _outcomes(graph: Any, factory: RecordingButlerFactory, started: str) -> list[QuantumOutcome]:
-    """Each quantum of ``graph`` and what its ledger says of this run's attempt."""
+def _outcomes(
+    graph: Any,
+    factory: RecordingButlerFactory,
+    started: str,
+    reports: Mapping[tuple[Any, ...], Any],
+) -> list[QuantumOutcome]:
+    """Each quantum of ``graph`` and what its ledger says of this run's attempt.
+
+    A quantum without an attempt of this run is ``not recorded`` when
+    upstream's report says it failed (with that report's error), else ``not run``.
+    """
     statuses: dict[Path, dict[str, dict[str, Any]]] = {}
     outcomes = []
     for label, quanta in graph.quanta_by_task.items():
@@ -305,7 +331,9 @@ def _outcomes(graph: Any, factory: RecordingButlerFactory, started: str) -> list
             row = statuses[path].get(str(quantum_id))
             data = {str(k): _plain(v) for k, v in data_id.mapping.items()}
             if row is None or (row.get("attempt_started_at") or "") < started:
-                outcomes.append(QuantumOutcome(quantum_id, label, data, path, "not run"))
+                outcomes.append(
+                    _unrecorded(quantum_id, label, data, path, reports, data_id.required)
+                )
                 continue
             outcomes.append(
                 QuantumOutcome(
@@ -321,6 +349,29 @@ def _outcomes(graph: Any, factory: RecordingButlerFactory, started: str) -> list
                 )
             )
     return outcomes
+
+
+def _unrecorded(
+    quantum_id: uuid.UUID,
+    label: str,
+    data: dict[str, Any],
+    path: Path,
+    reports: Mapping[tuple[Any, ...], Any],
+    required: Mapping[str, Any],
+) -> QuantumOutcome:
+    """A quantum with no attempt of this run in its ledger: what upstream says of it."""
+    report: Any = reports.get(_report_key(label, required))
+    status = getattr(getattr(report, "status", None), "value", None)
+    if status not in ("failure", "timeout"):
+        return QuantumOutcome(quantum_id, label, data, path, "not run")
+    info = report.exceptionInfo
+    if info is not None:
+        error_type, message = info.className.rpartition(".")[2], info.message
+    else:
+        error_type, message = status, f"exit code {report.exitCode}"
+    return QuantumOutcome(
+        quantum_id, label, data, path, "not recorded", error_type=error_type, error_message=message
+    )
 
 
 def _statuses(path: Path) -> dict[str, dict[str, Any]]:
